@@ -1,0 +1,1 @@
+"""Task-level pipelines per survey category (reconstruction, anomaly, segmentation, ...)."""

@@ -1,0 +1,1 @@
+"""Inferers: training forward, sampling, guidance and posterior sampling, one file per family."""

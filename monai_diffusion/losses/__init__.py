@@ -1,0 +1,1 @@
+"""Losses used by the training recipes."""

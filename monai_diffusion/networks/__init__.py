@@ -1,0 +1,1 @@
+"""Networks and samplers: ``nets`` (diffusion UNets, autoencoders, presets) and ``schedulers``."""

@@ -1,0 +1,1 @@
+"""Networks MONAI lacks, and presets/re-exports of MONAI's diffusion networks."""

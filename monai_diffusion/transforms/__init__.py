@@ -1,0 +1,1 @@
+"""MONAI array/dictionary transform pairs (k-space simulation, data consistency, noise)."""

@@ -1,0 +1,58 @@
+"""Shared helpers for the test suite: tolerance asserts, 2D/3D case builders, device skips."""
+
+from __future__ import annotations
+
+import unittest
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+#: spatial shapes used by "every component works in 2D and 3D" tests: small enough for 2 CPU cores
+SPATIAL_2D: tuple[int, ...] = (16, 16)
+SPATIAL_3D: tuple[int, ...] = (8, 8, 8)
+
+HAS_CUDA = torch.cuda.is_available()
+skip_if_no_cuda = unittest.skipUnless(HAS_CUDA, "needs CUDA")
+
+
+def spatial_cases(channels: int = 1, batch: int = 2) -> list[tuple[str, tuple[int, ...]]]:
+    """``[(name, shape)]`` for a 2D and a 3D batch-first, channel-first input; use with ``parameterized``."""
+    return [("2d", (batch, channels, *SPATIAL_2D)), ("3d", (batch, channels, *SPATIAL_3D))]
+
+
+def dims_cases() -> list[tuple[str, int]]:
+    """``[("2d", 2), ("3d", 3)]`` for tests parameterised by the number of spatial dimensions."""
+    return [("2d", 2), ("3d", 3)]
+
+
+def make_input(shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A seeded standard-normal tensor of ``shape``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(tuple(shape), generator=g, dtype=dtype)
+
+
+def _np(x: torch.Tensor | np.ndarray | float) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def assert_allclose(actual, desired, rtol: float = 1e-5, atol: float = 1e-8, msg: str = "") -> None:
+    """``numpy.testing.assert_allclose`` that accepts tensors on any device."""
+    np.testing.assert_allclose(_np(actual), _np(desired), rtol=rtol, atol=atol, err_msg=msg)
+
+
+def assert_relative_error(actual, desired, tol: float, msg: str = "") -> float:
+    """Assert ``||actual - desired|| / ||desired|| <= tol`` and return the relative error."""
+    a, d = _np(actual).astype(np.complex128), _np(desired).astype(np.complex128)
+    err = float(np.linalg.norm((a - d).ravel()) / max(np.linalg.norm(d.ravel()), 1e-300))
+    if not err <= tol:
+        raise AssertionError(f"relative error {err:.3e} > {tol:.1e} {msg}")
+    return err
+
+
+def assert_close_scalar(actual: float, desired: float, atol: float, name: str = "value") -> None:
+    """Assert a scalar statistic is within ``atol`` of its exact value, with a readable message."""
+    if not abs(float(actual) - float(desired)) <= atol:
+        raise AssertionError(f"{name}: got {float(actual):.5g}, expected {float(desired):.5g} +- {atol:.2g}")
