@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GaussianMixture", "wasserstein1", "mixture_weight_error"]
+__all__ = ["GaussianMixture", "ExactModel", "wasserstein1", "mixture_weight_error"]
 
 
 def _as_coeff(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,9 @@ class GaussianMixture:
         """Draw data of ``shape`` = (B, *event_shape) in float64."""
         shape = tuple(shape)
         if self.elementwise:
-            comp = torch.multinomial(self.weights, int(torch.tensor(shape).prod()), replacement=True, generator=generator)
+            comp = torch.multinomial(
+                self.weights, int(torch.tensor(shape).prod()), replacement=True, generator=generator
+            )
             comp = comp.reshape(shape)
             noise = torch.randn(shape, generator=generator, dtype=torch.float64)
             return self.means[comp] + self.stds[comp] * noise
@@ -104,7 +106,9 @@ class GaussianMixture:
         keep = self.labels == label
         if not keep.any():
             raise ValueError(f"no component carries label {label}")
-        return GaussianMixture(self.weights[keep], self.means[keep], self.stds[keep], self.elementwise, self.labels[keep])
+        return GaussianMixture(
+            self.weights[keep], self.means[keep], self.stds[keep], self.elementwise, self.labels[keep]
+        )
 
     # ------------------------------------------------------------------ noised marginal
     def _component_terms(
@@ -139,7 +143,9 @@ class GaussianMixture:
     def _responsibilities(self, ll: torch.Tensor) -> torch.Tensor:
         return torch.softmax(ll + torch.log(self.weights.to(ll)), dim=-1)
 
-    def log_prob(self, x: torch.Tensor, alpha: float | torch.Tensor = 1.0, sigma: float | torch.Tensor = 0.0) -> torch.Tensor:
+    def log_prob(
+        self, x: torch.Tensor, alpha: float | torch.Tensor = 1.0, sigma: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
         """log p_t(x) per element (elementwise) or per sample, differentiable in ``x``."""
         ll, _, _ = self._component_terms(x, alpha, sigma)
         return torch.logsumexp(ll + torch.log(self.weights.to(ll)), dim=-1)
@@ -238,3 +244,57 @@ def mixture_weight_error(samples: torch.Tensor, mixture: GaussianMixture) -> flo
     owner = assign(grid)
     expected = torch.stack([torch.trapezoid(dens * (owner == k), grid) for k in range(mixture.num_components)])
     return float((share - expected).abs().max())
+
+
+class ExactModel(torch.nn.Module):
+    """A "network" whose output is the exact optimal prediction for Gaussian-mixture data.
+
+    It maps ``(x_t, timesteps)`` to the exact epsilon, x0 (``"sample"``) or v prediction under the forward process
+    ``x_t = alpha_t x0 + sigma_t eps`` of a scheduler, so any sampler can be driven by the true score.
+
+    Args:
+        mixture: the data distribution.
+        scheduler: either an object with ``marginal_coefficients(timesteps) -> (alpha, sigma)`` (all
+            ``monai_diffusion`` schedulers), or a MONAI/diffusers scheduler with an ``alphas_cumprod`` table
+            indexed by integer timesteps.
+        prediction_type: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``; defaults to the scheduler's own.
+
+    The call signature ``model(x, timesteps, **conditioning)`` matches MONAI's ``DiffusionModelUNet``;
+    conditioning keywords are accepted and ignored. Computation is in float64; the output has ``x``'s dtype.
+    """
+
+    def __init__(self, mixture: GaussianMixture, scheduler, prediction_type: str | None = None) -> None:
+        super().__init__()
+        self.mixture = mixture
+        self.scheduler = scheduler
+        self.prediction_type = prediction_type or getattr(scheduler, "prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        self.calls = 0  # number of forward passes, to count function evaluations (NFE)
+
+    def coefficients(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if hasattr(self.scheduler, "marginal_coefficients"):
+            alpha, sigma = self.scheduler.marginal_coefficients(timesteps)
+            return torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+        table = torch.as_tensor(self.scheduler.alphas_cumprod, dtype=torch.float64).cpu()
+        abar = table[torch.as_tensor(timesteps).cpu().long()]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float | int, *args, **kwargs) -> torch.Tensor:
+        self.calls += 1
+        t = torch.as_tensor(timesteps)
+        if t.ndim == 1 and t.numel() > 1 and bool((t == t[0]).all()):
+            t = t[:1]
+        alpha, sigma = self.coefficients(t.reshape(-1)[:1] if t.numel() == 1 else t)
+        alpha = alpha.reshape(-1).to(x.device)
+        sigma = sigma.reshape(-1).to(x.device)
+        if alpha.numel() == 1:
+            alpha, sigma = alpha[0], sigma[0]
+        x64 = x.to(torch.float64)
+        if self.prediction_type == "epsilon":
+            out = self.mixture.epsilon(x64, alpha, sigma)
+        elif self.prediction_type == "sample":
+            out = self.mixture.posterior_mean(x64, alpha, sigma)
+        else:
+            out = self.mixture.velocity(x64, alpha, sigma)
+        return out.to(x.dtype)
