@@ -1,3 +1,11 @@
 """Samplers for the survey's three frameworks (DDPM, NCSN, score SDEs) and fast solvers.
 
-One file per sampler family; every sampler subclasses ``monai.networks.schedulers.Scheduler``."""
+One file per sampler family; every sampler subclasses ``monai.networks.schedulers.Scheduler``.
+Exports use the explicit ``import X as X`` form, one per line."""
+
+from __future__ import annotations
+
+from .base import BaseScheduler as BaseScheduler
+from .base import DiscreteTimeScheduler as DiscreteTimeScheduler
+from .ddim import DDIMScheduler as DDIMScheduler
+from .ddpm import DDPMScheduler as DDPMScheduler

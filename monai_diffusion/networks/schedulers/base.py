@@ -1,0 +1,538 @@
+"""Shared base classes and small pure functions for every sampler in :mod:`monai_diffusion.networks.schedulers`.
+
+The protocol (MONAI-compatible) that every sampler follows:
+
+* attributes ``num_train_timesteps``, ``prediction_type``, ``timesteps`` (1D tensor of model-evaluation times, in
+  the order they are visited) and ``init_noise_sigma`` (standard deviation of the prior at the first timestep);
+* ``set_timesteps(num_inference_steps, device=None, timesteps=None)`` which also resets all multistep state;
+* ``step(model_output, timestep, sample, generator=None) -> (prev_sample, pred_original_sample)``;
+* ``add_noise(original_samples, noise, timesteps)``: the training forward process, never mutating the scheduler;
+* ``marginal_coefficients(timesteps) -> (alpha, sigma)`` with ``x_t = alpha * x0 + sigma * eps``.
+
+Sampling is the plain loop of MONAI's ``DiffusionInferer.sample``::
+
+    x = noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x, x0 = scheduler.step(model(x, t), t, x)
+
+Unlike ``monai.networks.schedulers.Scheduler.__init__``, which keeps the noise tables as plain attributes (empty
+``state_dict``, ``.to()`` ignores them), the classes here register them as buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.schedulers import Scheduler
+from monai.networks.schedulers.scheduler import NoiseSchedules
+from torch import nn
+
+__all__ = [
+    "PREDICTION_TYPES",
+    "TIMESTEP_SPACINGS",
+    "BaseScheduler",
+    "DiscreteTimeScheduler",
+    "append_dims",
+    "as_batch_coefficient",
+    "interp",
+    "make_schedule",
+    "model_output_to_x0_eps",
+    "clip_x0",
+    "dynamic_threshold",
+    "spaced_timesteps",
+    "karras_sigmas",
+    "log_sigma_table",
+    "randn_like",
+]
+
+#: what a network may be trained to predict
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
+#: how inference timesteps are placed on the training grid
+TIMESTEP_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing", "log_snr", "karras")
+
+#: beta schedules accepted by name, mapped onto MONAI's ``NoiseSchedules`` registry
+_SCHEDULE_ALIASES = {"linear": "linear_beta", "scaled_linear": "scaled_linear_beta", "sigmoid": "sigmoid_beta"}
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Append trailing singleton axes to ``x`` until it has ``ndim`` dimensions (dimension-agnostic broadcasting).
+
+    Args:
+        x: a tensor, usually a scalar or a per-sample vector of shape (B,).
+        ndim: the number of dimensions of the tensor ``x`` must broadcast against.
+
+    Raises:
+        ValueError: if ``x`` already has more than ``ndim`` dimensions.
+    """
+    missing = ndim - x.ndim
+    if missing < 0:
+        raise ValueError(f"cannot broadcast a tensor with {x.ndim} dims against {ndim} dims")
+    return x.reshape(*x.shape, *([1] * missing))
+
+
+def as_batch_coefficient(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A scalar or per-sample (B,) coefficient as a tensor broadcastable against ``like`` (B, C, *spatial).
+
+    Args:
+        value: a Python number, a 0-d tensor, or a tensor of shape (1,) or (B,).
+        like: the batch-first tensor to broadcast against; sets dtype and device.
+
+    Raises:
+        ValueError: if a vector coefficient's length is neither 1 nor the batch size.
+    """
+    v = torch.as_tensor(value, device=like.device, dtype=like.dtype)
+    if v.ndim == 0:
+        return v
+    v = v.reshape(-1)
+    if v.numel() == 1:
+        return v.reshape(())
+    if v.shape[0] != like.shape[0]:
+        raise ValueError(f"a per-sample coefficient needs shape ({like.shape[0]},), got {tuple(v.shape)}")
+    return append_dims(v, like.ndim)
+
+
+def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation ``f(x)`` through the knots ``(xp, fp)``, ``xp`` increasing; linear extrapolation.
+
+    Args:
+        x: query points (any shape).
+        xp: increasing knot positions, shape (K,), K >= 2.
+        fp: knot values, shape (K,).
+    """
+    idx = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[0] - 1)
+    x0, x1 = xp[idx - 1], xp[idx]
+    f0, f1 = fp[idx - 1], fp[idx]
+    w = (x - x0) / (x1 - x0)
+    return f0 + w * (f1 - f0)
+
+
+def make_schedule(
+    schedule: str, num_train_timesteps: int, **schedule_args
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(betas, alphas, alphas_cumprod)`` in float64 for a named schedule from MONAI's ``NoiseSchedules`` registry.
+
+    Linear and scaled-linear follow Ho et al. (2020) and Rombach et al. (2022); cosine is Nichol & Dhariwal (2021),
+    Eq. 17. The cumulative product is recomputed in float64 for accuracy at large ``t``.
+
+    Args:
+        schedule: a ``NoiseSchedules`` name (``"linear_beta"``, ``"scaled_linear_beta"``, ``"sigmoid_beta"``,
+            ``"cosine"``) or a short alias (``"linear"``, ``"scaled_linear"``, ``"sigmoid"``).
+        num_train_timesteps: number of training steps ``T``.
+        schedule_args: keyword arguments of the schedule function (e.g. ``beta_start``, ``beta_end``).
+
+    Raises:
+        ValueError: for an unknown schedule name or a non-positive ``num_train_timesteps``.
+    """
+    if int(num_train_timesteps) < 2:
+        raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps}")
+    name = _SCHEDULE_ALIASES.get(schedule, schedule)
+    if name not in NoiseSchedules:
+        raise ValueError(f"unknown schedule {schedule!r}; expected one of {sorted(NoiseSchedules.names)}")
+    out = NoiseSchedules[name](int(num_train_timesteps), **schedule_args)
+    betas = (out[0] if isinstance(out, tuple) else out).to(torch.float64)
+    if betas.shape != (int(num_train_timesteps),) or (betas <= 0).any() or (betas >= 1).any():
+        raise ValueError(f"schedule {schedule!r} must give {num_train_timesteps} betas in (0, 1)")
+    alphas = 1.0 - betas
+    return betas, alphas, torch.cumprod(alphas, dim=0)
+
+
+def log_sigma_table(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """``log sigma_t`` with ``sigma_t = sqrt((1 - abar_t) / abar_t)``: the noise level of the equivalent VE process
+    (Karras et al. 2022, Sec. 2), which is minus half the log-SNR ``lambda_t`` of Kingma et al. (2021)."""
+    a = alphas_cumprod.to(torch.float64)
+    return 0.5 * (torch.log1p(-a) - torch.log(a))
+
+
+def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Noise levels of Karras et al. (2022), Eq. 5: ``(smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho``.
+
+    Returns a decreasing float64 tensor of ``num_steps`` sigmas from ``sigma_max`` to ``sigma_min``.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    if num_steps == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def spaced_timesteps(
+    num_inference_steps: int,
+    num_train_timesteps: int,
+    spacing: str = "linspace",
+    alphas_cumprod: torch.Tensor | None = None,
+    steps_offset: int = 0,
+    rho: float = 7.0,
+) -> torch.Tensor:
+    """Decreasing float64 model-evaluation times on the training grid ``[0, T-1]``.
+
+    * ``linspace``: evenly spaced from ``T-1`` to 0, rounded (Lin et al. 2024, Table 2);
+    * ``leading``: ``k * (T // N) + steps_offset`` (DDIM, Song et al. 2021a);
+    * ``trailing``: ``round(T - k T/N) - 1``, starting exactly at ``T-1`` (Lin et al. 2024);
+    * ``log_snr``: uniform in log-SNR ``lambda_t`` between ``t=T-1`` and ``t=0`` (Lu et al. 2022a, Sec. 3.3),
+      mapped back to fractional times by interpolating ``log sigma_t`` (needs ``alphas_cumprod``);
+    * ``karras``: the noise levels of Karras et al. (2022), Eq. 5, between the training extremes, mapped back the
+      same way (needs ``alphas_cumprod``).
+
+    Raises:
+        ValueError: for an unknown spacing, or ``num_inference_steps`` outside ``[1, T]``.
+    """
+    n, big_t = int(num_inference_steps), int(num_train_timesteps)
+    if not 1 <= n <= big_t:
+        raise ValueError(f"num_inference_steps must be in [1, {big_t}], got {num_inference_steps}")
+    if spacing == "linspace":
+        return torch.linspace(big_t - 1, 0, n, dtype=torch.float64).round()
+    if spacing == "leading":
+        step = big_t // n
+        return (torch.arange(n - 1, -1, -1, dtype=torch.float64) * step + steps_offset).clamp(0, big_t - 1)
+    if spacing == "trailing":
+        return (torch.arange(big_t, 0, -big_t / n, dtype=torch.float64)[:n].round() - 1).clamp(0, big_t - 1)
+    if spacing in ("log_snr", "karras"):
+        if alphas_cumprod is None:
+            raise ValueError(f"spacing {spacing!r} needs the alphas_cumprod table")
+        ls = log_sigma_table(alphas_cumprod)
+        grid = torch.arange(big_t, dtype=torch.float64)
+        if spacing == "log_snr":
+            targets = torch.linspace(float(ls[-1]), float(ls[0]), n, dtype=torch.float64)
+        else:
+            targets = karras_sigmas(n, float(ls[0].exp()), float(ls[-1].exp()), rho).log()
+        return interp(targets, ls, grid).clamp(0, big_t - 1)
+    raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {TIMESTEP_SPACINGS}")
+
+
+def model_output_to_x0_eps(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    alpha: float | torch.Tensor,
+    sigma: float | torch.Tensor,
+    prediction_type: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convert a network output to the pair ``(x0, eps)`` for ``x_t = alpha x0 + sigma eps``.
+
+    ``epsilon``: ``x0 = (x_t - sigma eps) / alpha``; ``sample``: ``eps = (x_t - alpha x0) / sigma``;
+    ``v_prediction`` (Salimans & Ho 2022, Eq. 9 with ``alpha^2 + sigma^2 = 1`` generalised):
+    ``v = alpha eps - sigma x0``, so ``x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2)`` and
+    ``eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2)``.
+
+    Args:
+        model_output: the network output, same shape as ``sample``.
+        sample: the noisy input ``x_t``.
+        alpha: signal coefficient (scalar or per-sample).
+        sigma: noise coefficient (scalar or per-sample).
+        prediction_type: one of :data:`PREDICTION_TYPES`.
+
+    Raises:
+        ValueError: for an unknown prediction type or mismatched shapes.
+    """
+    if model_output.shape != sample.shape:
+        raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must match")
+    a = as_batch_coefficient(alpha, sample)
+    s = as_batch_coefficient(sigma, sample)
+    if prediction_type == "epsilon":
+        return (sample - s * model_output) / a, model_output
+    if prediction_type == "sample":
+        return model_output, (sample - a * model_output) / s
+    if prediction_type == "v_prediction":
+        norm = a**2 + s**2
+        return (a * sample - s * model_output) / norm, (s * sample + a * model_output) / norm
+    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+def clip_x0(x0: torch.Tensor, clip_range: float = 1.0) -> torch.Tensor:
+    """Static clipping of a predicted clean sample to ``[-clip_range, clip_range]`` (Ho et al. 2020)."""
+    return x0.clamp(-clip_range, clip_range)
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
+    """Dynamic thresholding of Saharia et al. (2022), Sec. 2.3.
+
+    Per sample, ``s`` is the ``ratio`` quantile of ``|x0|``, clamped to ``[1, max_value]``; ``x0`` is clipped to
+    ``[-s, s]`` and divided by ``s``.
+    """
+    if not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    flat = x0.reshape(x0.shape[0], -1).abs().float()
+    s = torch.quantile(flat, ratio, dim=1).clamp(min=1.0, max=max(max_value, 1.0)).to(x0.dtype)
+    s = append_dims(s, x0.ndim)
+    return torch.maximum(torch.minimum(x0, s), -s) / s
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x`` drawn from ``generator`` (on the generator's device, then moved)."""
+    if generator is None:
+        return torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    noise = torch.randn(x.shape, dtype=x.dtype, device=generator.device, generator=generator)
+    return noise.to(x.device)
+
+
+# ---------------------------------------------------------------------------------------------- base classes
+class BaseScheduler(Scheduler):
+    """Common base for every sampler: prediction types, x0 post-processing, dtype handling and the forward process.
+
+    It subclasses MONAI's ``Scheduler`` (an ``nn.Module``) so ``isinstance`` checks in MONAI inferers pass, but it does
+    not run ``Scheduler.__init__``, which stores tables as plain attributes; subclasses register buffers instead.
+
+    Args:
+        num_train_timesteps: number of training steps ``T``; model timesteps live in ``[0, T-1]``.
+        prediction_type: what the network predicts: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
+        clip_sample: clip the predicted x0 to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the clipping bound.
+        thresholding: apply dynamic thresholding (Saharia et al. 2022) to the predicted x0.
+        dynamic_thresholding_ratio: quantile of ``|x0|`` used by dynamic thresholding.
+        sample_max_value: the largest threshold dynamic thresholding may use.
+    """
+
+    #: VP processes start from a standard normal
+    init_noise_sigma: float = 1.0
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        prediction_type: str = "epsilon",
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+    ) -> None:
+        nn.Module.__init__(self)
+        if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if clip_sample and thresholding:
+            raise ValueError("choose at most one of clip_sample and thresholding")
+        if clip_sample_range <= 0:
+            raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}")
+        self.num_train_timesteps = num_train_timesteps
+        self.prediction_type = prediction_type
+        self.clip_sample = bool(clip_sample)
+        self.clip_sample_range = float(clip_sample_range)
+        self.thresholding = bool(thresholding)
+        self.dynamic_thresholding_ratio = float(dynamic_thresholding_ratio)
+        self.sample_max_value = float(sample_max_value)
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+
+    # --------------------------------------------------------------------------------------- to implement
+    def marginal_coefficients(self, timesteps: torch.Tensor | float | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, sigma)`` of the forward process ``x_t = alpha x0 + sigma eps`` at ``timesteps`` (float64)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------------- shared behaviour
+    def _timestep_tensor(self, timesteps: torch.Tensor | float | int) -> torch.Tensor:
+        t = torch.as_tensor(timesteps)
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"timesteps must be real numbers, got dtype {t.dtype}")
+        t = t.to(device=self._table_device(), dtype=torch.float64)
+        if ((t < 0) | (t > self.num_train_timesteps - 1)).any():
+            raise ValueError(f"timesteps must lie in [0, {self.num_train_timesteps - 1}], got {t.tolist()}")
+        return t
+
+    def _table_device(self) -> torch.device:
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @staticmethod
+    def _check_pair(model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
+            raise TypeError(
+                f"model_output and sample must be tensors, got {type(model_output).__name__}, {type(sample).__name__}"
+            )
+        if sample.ndim < 3:
+            raise ValueError(f"sample must be batch-first, channel-first (B, C, *spatial), got {tuple(sample.shape)}")
+
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | float | int
+    ) -> torch.Tensor:
+        """The training forward process ``x_t = alpha_t x0 + sigma_t eps``; never mutates the scheduler.
+
+        Args:
+            original_samples: clean data ``x0`` (B, C, *spatial).
+            noise: standard normal noise of the same shape.
+            timesteps: a scalar or one time per sample, shape (B,); fractional times are allowed.
+
+        Returns:
+            the noised samples, in the dtype of ``original_samples``.
+        """
+        if original_samples.shape != noise.shape:
+            raise ValueError(f"original_samples {tuple(original_samples.shape)} and noise {tuple(noise.shape)} differ")
+        alpha, sigma = self.marginal_coefficients(timesteps)
+        x = original_samples.float()
+        a = as_batch_coefficient(alpha.float().to(x.device), x)
+        s = as_batch_coefficient(sigma.float().to(x.device), x)
+        return (a * x + s * noise.float()).to(original_samples.dtype)
+
+    def get_velocity(
+        self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | float | int
+    ) -> torch.Tensor:
+        """The v-prediction target ``v = alpha eps - sigma x0`` (Salimans & Ho 2022), never mutating the scheduler."""
+        alpha, sigma = self.marginal_coefficients(timesteps)
+        x = sample.float()
+        a = as_batch_coefficient(alpha.float().to(x.device), x)
+        s = as_batch_coefficient(sigma.float().to(x.device), x)
+        return (a * noise.float() - s * x).to(sample.dtype)
+
+    def predict_x0_eps(
+        self,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        alpha: float | torch.Tensor,
+        sigma: float | torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, eps)`` from the network output, with the configured clipping or thresholding applied to x0.
+
+        When x0 is clipped, eps is recomputed from the clipped x0 so that the pair stays consistent with ``x_t``.
+        """
+        x0, eps = model_output_to_x0_eps(model_output, sample, alpha, sigma, self.prediction_type)
+        if self.clip_sample or self.thresholding:
+            if self.clip_sample:
+                x0 = clip_x0(x0, self.clip_sample_range)
+            else:
+                x0 = dynamic_threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            a = as_batch_coefficient(alpha, sample)
+            s = as_batch_coefficient(sigma, sample)
+            eps = (sample - a * x0) / s
+        return x0, eps
+
+
+class DiscreteTimeScheduler(BaseScheduler):
+    """Base for samplers of a discrete-time variance-preserving (VP) process (DDPM, DDIM, DPM-Solver, Karras).
+
+    Holds ``betas``, ``alphas`` and ``alphas_cumprod`` as registered buffers (float32), with
+    ``abar_t = prod_{s<=t} (1 - beta_s)`` and ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (Ho et al. 2020, Eq. 4).
+    Fractional times (used by log-SNR and Karras spacings and by Heun's extra evaluations) are defined by linear
+    interpolation of ``log sigma_t = 0.5 log((1 - abar_t)/abar_t)`` between integer times, so the forward process,
+    the sampler and any network evaluated at fractional times agree.
+
+    Args:
+        num_train_timesteps: number of training steps ``T``.
+        schedule: a MONAI ``NoiseSchedules`` name or alias (``"linear_beta"``, ``"scaled_linear_beta"``,
+            ``"cosine"``, ...).
+        prediction_type, clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value:
+            see :class:`BaseScheduler`.
+        timestep_spacing: one of :data:`TIMESTEP_SPACINGS`; see :func:`spaced_timesteps`.
+        steps_offset: offset added to ``leading`` timesteps.
+        schedule_args: keyword arguments of the schedule function, e.g. ``beta_start``, ``beta_end``.
+    """
+
+    #: whether this sampler can evaluate the model at fractional times (otherwise timesteps are rounded)
+    allows_fractional_timesteps: bool = False
+    #: default spacing when ``timestep_spacing`` is not given
+    default_spacing: str = "linspace"
+
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        schedule: str = "linear_beta",
+        prediction_type: str = "epsilon",
+        timestep_spacing: str | None = None,
+        steps_offset: int = 0,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        **schedule_args,
+    ) -> None:
+        super().__init__(
+            num_train_timesteps=num_train_timesteps,
+            prediction_type=prediction_type,
+            clip_sample=clip_sample,
+            clip_sample_range=clip_sample_range,
+            thresholding=thresholding,
+            dynamic_thresholding_ratio=dynamic_thresholding_ratio,
+            sample_max_value=sample_max_value,
+        )
+        spacing = timestep_spacing or self.default_spacing
+        if spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
+        self.schedule = schedule
+        self.timestep_spacing = spacing
+        self.steps_offset = int(steps_offset)
+        betas, alphas, alphas_cumprod = make_schedule(schedule, num_train_timesteps, **schedule_args)
+        self.register_buffer("betas", betas.float())
+        self.register_buffer("alphas", alphas.float())
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float())
+
+    # --------------------------------------------------------------------------------------- forward process
+    def log_sigmas(self) -> torch.Tensor:
+        """``log sigma_t`` at the integer training times (float64), see :func:`log_sigma_table`."""
+        return log_sigma_table(self.alphas_cumprod)
+
+    def marginal_coefficients(self, timesteps: torch.Tensor | float | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))`` at (possibly fractional) ``timesteps``, float64, same shape.
+
+        Raises:
+            ValueError: if a time lies outside ``[0, T-1]``.
+        """
+        t = self._timestep_tensor(timesteps)
+        grid = torch.arange(self.num_train_timesteps, dtype=torch.float64, device=t.device)
+        log_sigma = interp(t, grid, self.log_sigmas())
+        alpha = torch.sigmoid(-2 * log_sigma).sqrt()
+        sigma = torch.sigmoid(2 * log_sigma).sqrt()
+        return alpha, sigma
+
+    def sigma_to_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional training time whose VE noise level ``sqrt((1 - abar)/abar)`` equals ``sigma`` (float64)."""
+        ls = self.log_sigmas()
+        grid = torch.arange(self.num_train_timesteps, dtype=torch.float64, device=ls.device)
+        return interp(torch.as_tensor(sigma, dtype=torch.float64, device=ls.device).log(), ls, grid)
+
+    # --------------------------------------------------------------------------------------- timesteps
+    def _make_timesteps(
+        self, num_inference_steps: int | None, timesteps: Sequence[float] | torch.Tensor | None
+    ) -> torch.Tensor:
+        """Decreasing float64 model times from a step count (with the configured spacing) or a custom list."""
+        if timesteps is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or timesteps, not both")
+            t = torch.as_tensor(timesteps, dtype=torch.float64).reshape(-1)
+            if t.numel() == 0:
+                raise ValueError("custom timesteps must not be empty")
+            if (t[1:] >= t[:-1]).any():
+                raise ValueError(f"custom timesteps must be strictly decreasing, got {t.tolist()}")
+            if t[0] > self.num_train_timesteps - 1 or t[-1] < 0:
+                raise ValueError(f"custom timesteps must lie in [0, {self.num_train_timesteps - 1}], got {t.tolist()}")
+            if not self.allows_fractional_timesteps and (t != t.round()).any():
+                raise ValueError(f"{type(self).__name__} needs integer timesteps, got {t.tolist()}")
+            return t
+        if num_inference_steps is None:
+            raise ValueError("pass num_inference_steps or timesteps")
+        if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
+            raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
+        t = spaced_timesteps(
+            num_inference_steps,
+            self.num_train_timesteps,
+            self.timestep_spacing,
+            alphas_cumprod=self.alphas_cumprod.cpu(),
+            steps_offset=self.steps_offset,
+        )
+        if not self.allows_fractional_timesteps:
+            t = t.round()
+        if (t[1:] >= t[:-1]).any():
+            raise ValueError(
+                f"{num_inference_steps} steps with spacing {self.timestep_spacing!r} give repeated integer timesteps "
+                f"({int(t.unique().numel())} distinct); use fewer steps or another spacing"
+            )
+        return t
+
+    def _publish_timesteps(self, t: torch.Tensor, device: str | torch.device | None) -> None:
+        """Store the public ``timesteps`` (int64 when integral, else float32) and ``num_inference_steps``."""
+        self.num_inference_steps = int(t.numel())
+        public = t.long() if bool((t == t.round()).all()) else t.float()
+        self.timesteps = public.to(device) if device is not None else public
+
+    def _index_of(self, timestep: torch.Tensor | float | int) -> int:
+        """Position of ``timestep`` in ``self.timesteps`` (the first match)."""
+        t = float(torch.as_tensor(timestep).reshape(-1)[0]) if torch.is_tensor(timestep) else float(timestep)
+        hits = (self.timesteps.double().cpu() - t).abs() < 1e-4
+        if not hits.any():
+            raise ValueError(f"timestep {t} is not one of this scheduler's timesteps; call set_timesteps first")
+        return int(hits.nonzero()[0])
