@@ -9,3 +9,6 @@ from .base import BaseScheduler as BaseScheduler
 from .base import DiscreteTimeScheduler as DiscreteTimeScheduler
 from .ddim import DDIMScheduler as DDIMScheduler
 from .ddpm import DDPMScheduler as DDPMScheduler
+from .dpm_solver import DPMSolverMultistepScheduler as DPMSolverMultistepScheduler
+from .karras import EulerKarrasScheduler as EulerKarrasScheduler
+from .karras import HeunKarrasScheduler as HeunKarrasScheduler

@@ -513,6 +513,7 @@ class DiscreteTimeScheduler(BaseScheduler):
             self.timestep_spacing,
             alphas_cumprod=self.alphas_cumprod.cpu(),
             steps_offset=self.steps_offset,
+            rho=float(getattr(self, "rho", 7.0)),
         )
         if not self.allows_fractional_timesteps:
             t = t.round()
@@ -536,3 +537,22 @@ class DiscreteTimeScheduler(BaseScheduler):
         if not hits.any():
             raise ValueError(f"timestep {t} is not one of this scheduler's timesteps; call set_timesteps first")
         return int(hits.nonzero()[0])
+
+    def _check_counter(self, counter: int, timestep: torch.Tensor | float | int) -> None:
+        """For stateful samplers that advance a step counter: ``timestep`` must be ``self.timesteps[counter]``.
+
+        Raises:
+            ValueError: when the loop ran past the end, or ``timestep`` is not the expected entry (out of order,
+                or ``set_timesteps`` was not called before a new sampling run).
+        """
+        if counter >= len(self.timesteps):
+            raise ValueError(
+                f"{type(self).__name__}: all {len(self.timesteps)} timesteps were used; call set_timesteps to restart"
+            )
+        t = float(torch.as_tensor(timestep).reshape(-1)[0])
+        expected = float(self.timesteps[counter])
+        if abs(t - expected) > 1e-3 * max(1.0, abs(expected)):
+            raise ValueError(
+                f"{type(self).__name__} expected timestep {expected} (entry {counter} of timesteps), got {t}; "
+                "steps must follow scheduler.timesteps in order after set_timesteps"
+            )
