@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import unittest
+from pathlib import Path
+
+from parameterized import parameterized
+
+from monai_diffusion.cli import main
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+class TestDataCli(unittest.TestCase):
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.tmp = Path(self._tmp.name)
+
+    def tearDown(self):
+        self._tmp.cleanup()
+
+    def test_prepare(self):
+        out = self.tmp / "set"
+        args = ["data", "prepare", "--out", str(out), "--dim", "3", "--size", "16", "--subjects", "3", "--no-progress"]
+        code, stdout, _ = _run(args + ["--seed", "4", "--contrasts", "t1w", "t2w"])
+        self.assertEqual(code, 0)
+        self.assertIn("datalist.json", stdout)
+        datalist = json.loads((out / "datalist.json").read_text())
+        self.assertEqual(datalist["config"]["contrasts"], ["t1w", "t2w"])
+        self.assertEqual(datalist["config"]["seed"], 4)
+        item = datalist["training"][0]
+        self.assertNotIn("pd", item)
+        self.assertTrue((out / item["t2w"]).is_file())
+
+    def test_preview(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.skipTest("matplotlib is not installed")
+        out = self.tmp / "set"
+        code, stdout, _ = _run(
+            ["data", "prepare", "--out", str(out), "--size", "16", "--subjects", "3", "--preview", "--no-progress"]
+        )
+        self.assertEqual(code, 0)
+        png = out / "preview.png"
+        self.assertEqual(png.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+    @parameterized.expand(
+        [
+            ("zero_size", ["--size", "0"], "size"),
+            ("negative_size", ["--size", "-3"], "size"),
+            ("unknown_contrast", ["--contrasts", "t1w", "dwi"], "dwi"),
+        ]
+    )
+    def test_bad_arguments(self, _, extra, pattern):
+        code, _, err = _run(["data", "prepare", "--out", str(self.tmp / "x"), "--subjects", "3", *extra])
+        self.assertEqual(code, 2)
+        self.assertIn("monai-diffusion data: error:", err)
+        self.assertIn(pattern, err)
+
+    def test_unwritable_folder(self):
+        blocker = self.tmp / "file"
+        blocker.write_text("")
+        code, _, err = _run(["data", "prepare", "--out", str(blocker / "out"), "--size", "16", "--subjects", "3"])
+        self.assertEqual(code, 2)
+        self.assertIn("cannot write to the output folder", err)
+
+    def test_no_action(self):
+        code, _, err = _run(["data"])
+        self.assertEqual(code, 2)
+        self.assertIn("prepare", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
