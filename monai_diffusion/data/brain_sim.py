@@ -58,7 +58,7 @@ DEFAULT_SUBJECTS: int = 40
 #: default image size per spatial dimension: 64 x 64 slices in 2D, 32^3 volumes in 3D
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 #: bumped whenever the simulation changes, so that stale folders are rebuilt
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 2
 
 _DATALIST = "datalist.json"
 _PREVIEW = "preview.png"
@@ -172,7 +172,7 @@ def _subject_items(
         rel = {k: f"images/{sid}/{sid}_{k}.nii.gz" for k in keys}
         for k in keys:
             _write_nifti(sim[k], grid.affine, out_dir / rel[k])
-        items.append({**rel, "lesion_voxels": int(sim["lesion"].sum())})
+        items.append({**rel, "brain_voxels": int((sim["label"] > 0).sum()), "lesion_voxels": int(sim["lesion"].sum())})
     else:
         label = sim["label"]
         for z in np.flatnonzero(label.reshape(-1, label.shape[2]).any(0)):
@@ -181,7 +181,14 @@ def _subject_items(
             rel = {k: f"images/{sid}/{sid}_z{z:03d}_{k}.nii.gz" for k in keys}
             for k in keys:
                 _write_nifti(np.ascontiguousarray(sim[k][:, :, z]), affine, out_dir / rel[k])
-            items.append({**rel, "slice": int(z), "lesion_voxels": int(sim["lesion"][:, :, z].sum())})
+            items.append(
+                {
+                    **rel,
+                    "slice": int(z),
+                    "brain_voxels": int((label[:, :, z] > 0).sum()),
+                    "lesion_voxels": int(sim["lesion"][:, :, z].sum()),
+                }
+            )
     for it in items:
         it.update(healthy=not lesions, subject=sid, params=params)
     record.write_text(json.dumps({"key": key, "items": items}, sort_keys=True))

@@ -18,7 +18,7 @@ _TITLES = {"t1w": "T1w", "t2w": "T2w", "pd": "PD", "flair": "FLAIR", "label": "t
 def _load(root: Path, rel: str) -> np.ndarray:
     import nibabel as nib
 
-    return np.asarray(nib.load(str(root / rel)).dataobj)
+    return np.asarray(nib.nifti1.load(str(root / rel)).dataobj)
 
 
 def preview_rows(datalist_path: str | os.PathLike, rows: int = 4) -> list[tuple[str, bool, dict[str, np.ndarray]]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,11 @@ def make_grid(dim: int, size: int) -> Grid:
         nz = int(np.ceil(extent[2] * _FOV_MARGIN / spacing))
         shape = (int(size), int(size), nz)
     origin = centre - spacing * (np.asarray(shape) - 1) / 2.0
-    return Grid(shape=shape, spacing=round(spacing, 6), origin=tuple(round(float(o), 6) for o in origin))
+    return Grid(
+        shape=shape,
+        spacing=round(spacing, 6),
+        origin=(round(float(origin[0]), 6), round(float(origin[1]), 6), round(float(origin[2]), 6)),
+    )
 
 
 def subject_seed(seed: int, index: int) -> int:
@@ -225,7 +230,9 @@ def _draw_intensity(rng: np.random.Generator) -> tuple[dict, dict, float, float]
     for tissue in TISSUES:
         base = TISSUE_PARAMETERS[tissue]
         jitter = np.exp(rng.normal(0.0, TISSUE_JITTER, size=3))
-        tissues[tissue] = {k: round(float(base[k] * j), 4) for k, j in zip(("t1", "t2", "pd"), jitter)}
+        tissues[tissue] = {
+            k: round(float(base[k] * j), 4 if k == "pd" else 2) for k, j in zip(("t1", "t2", "pd"), jitter)
+        }
     tissues["csf"]["pd"] = min(tissues["csf"]["pd"], 1.0)
     sequences = {}
     for contrast in CONTRASTS:
@@ -246,7 +253,8 @@ def _lesions(rng: np.random.Generator, grid: Grid, label: np.ndarray, wm_t1: flo
     t1 = np.ones(shape, np.float32)  # placeholders outside lesions keep the signal equations well defined
     t2 = np.ones(shape, np.float32)
     pd = np.zeros(shape, np.float32)
-    count = int(rng.integers(SIMULATION_RANGES["lesion_count"][0], SIMULATION_RANGES["lesion_count"][1] + 1))
+    lo_count, hi_count = (int(v) for v in SIMULATION_RANGES["lesion_count"])
+    count = int(rng.integers(lo_count, hi_count + 1))
     lumps = _smooth_field(rng, shape, 6, 0.35)  # boundary irregularity shared by the subject's lesions
     parenchyma = label >= 2
     wm = np.argwhere(label == 3)
@@ -286,9 +294,7 @@ def _lesions(rng: np.random.Generator, grid: Grid, label: np.ndarray, wm_t1: flo
     return strength, (t1, t2, pd), info
 
 
-def simulate_subject(
-    seed: int, grid: Grid, lesions: bool, contrasts: Sequence[str] = CONTRASTS
-) -> dict[str, np.ndarray | dict]:
+def simulate_subject(seed: int, grid: Grid, lesions: bool, contrasts: Sequence[str] = CONTRASTS) -> dict[str, Any]:
     """Render one synthetic subject on ``grid`` (see the module docstring for the image model).
 
     Args:
@@ -328,7 +334,7 @@ def simulate_subject(
         mask[:] = False
         lesion_info = []
 
-    out: dict[str, np.ndarray | dict] = {}
+    out: dict[str, Any] = {}
     scales = {}
     for contrast in CONTRASTS:  # always draw the noise of every contrast so that streams do not depend on the choice
         n_re = noise_rng.standard_normal(grid.shape, dtype=np.float32)

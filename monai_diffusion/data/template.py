@@ -60,7 +60,7 @@ def load_tissue_maps() -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     files = template_files()
-    imgs = {k: nib.load(p) for k, p in files.items()}
+    imgs = {k: nib.nifti1.load(p) for k, p in files.items()}
     raw = {k: np.asarray(imgs[k].dataobj) for k in ("t1", "gm", "wm")}
     # crop to the brain's bounding box (everything outside is zero): halves the work of every later step
     nonzero = np.argwhere(raw["t1"] > 0)

@@ -66,6 +66,7 @@ class TestPrepareDataset(unittest.TestCase):
                 mask = np.asarray(nib.load(str(root / item["lesion"])).dataobj)
                 label = np.asarray(nib.load(str(root / item["label"])).dataobj)
                 self.assertEqual(int(mask.sum()), item["lesion_voxels"])
+                self.assertEqual(int((label > 0).sum()), item["brain_voxels"])
                 self.assertTrue(np.all(label[mask > 0] >= 2))
                 if item["healthy"]:
                     self.assertEqual(mask.sum(), 0, "healthy cases have empty lesion masks")
