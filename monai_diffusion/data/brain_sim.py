@@ -331,20 +331,24 @@ def load_datalist(path: str | os.PathLike, section: str = "training") -> list[di
     return load_decathlon_datalist(path, is_segmentation=True, data_list_key=section, base_dir=path.parent)
 
 
-def load_transforms(keys: Sequence[str] = (*CONTRASTS, "label", "lesion"), extra: Sequence[Callable] = ()):
+def load_transforms(
+    keys: Sequence[str] = (*CONTRASTS, "label", "lesion"), extra: Sequence[Callable] = (), reader: str | None = None
+) -> Compose:
     """The loading chain used for the embedded data and for users' own NIfTI/DICOM files alike.
 
-    ``LoadImaged`` (any reader MONAI picks: NIfTI, DICOM, ...) followed by ``EnsureChannelFirstd``, then ``extra``.
+    ``LoadImaged`` (the reader MONAI picks for the file: nibabel for NIfTI, pydicom for DICOM, ...) followed by
+    ``EnsureChannelFirstd``, then ``extra``.
 
     Args:
         keys: item keys holding image paths.
-        extra: transforms appended after loading (e.g. ``ScaleIntensityd``, crops).
+        extra: transforms appended after loading (e.g. intensity scaling, crops).
+        reader: force a MONAI reader by name, e.g. ``"PydicomReader"`` for folders holding one DICOM series.
 
     Returns:
         A :class:`monai.transforms.Compose`.
     """
     keys = list(keys)
-    return Compose([LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys), *extra])
+    return Compose([LoadImaged(keys=keys, reader=reader, image_only=True), EnsureChannelFirstd(keys=keys), *extra])
 
 
 class BrainSimDataset(CacheDataset):

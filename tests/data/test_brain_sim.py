@@ -138,8 +138,8 @@ class TestPrepareDataset(unittest.TestCase):
 class TestUsersOwnData(unittest.TestCase):
     """A user's NIfTI or DICOM file goes through the same loading chain as the embedded data."""
 
-    @parameterized.expand([("nifti",), ("dicom",)])
-    def test_same_chain(self, kind):
+    @parameterized.expand([("nifti", None), ("dicom", None), ("dicom", "PydicomReader")])
+    def test_same_chain(self, kind, reader):
         if kind == "nifti":
             path = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
         else:
@@ -151,7 +151,7 @@ class TestUsersOwnData(unittest.TestCase):
             shutil.copy(path, Path(tmp) / path.name)
             datalist.write_text(json.dumps({"training": [{"t1w": path.name, "healthy": True}]}))
             item = load_datalist(datalist, "training")[0]
-            out = load_transforms(keys=["t1w"])(item)
+            out = load_transforms(keys=["t1w"], reader=reader)(item)
         image = out["t1w"]
         self.assertEqual(image.shape[0], 1)
         self.assertIn(image.ndim, (3, 4))
