@@ -12,3 +12,13 @@ from .ddpm import DDPMScheduler as DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler as DPMSolverMultistepScheduler
 from .karras import EulerKarrasScheduler as EulerKarrasScheduler
 from .karras import HeunKarrasScheduler as HeunKarrasScheduler
+from .ncsn import NCSNScheduler as NCSNScheduler
+from .sde import SDE as SDE
+from .sde import VESDE as VESDE
+from .sde import VPSDE as VPSDE
+from .sde import EulerMaruyamaScheduler as EulerMaruyamaScheduler
+from .sde import PredictorCorrectorScheduler as PredictorCorrectorScheduler
+from .sde import ProbabilityFlowScheduler as ProbabilityFlowScheduler
+from .sde import SubVPSDE as SubVPSDE
+from .sde import check_forward_process as check_forward_process
+from .unipc import UniPCMultistepScheduler as UniPCMultistepScheduler
