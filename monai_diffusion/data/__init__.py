@@ -1,7 +1,8 @@
 """The embedded offline data set: synthetic multi-contrast brain MRI simulated from the MNI152 template.
 
 See ``docs/data.md``. Public API: :func:`prepare_dataset`, :class:`BrainSimDataset`, :func:`load_datalist`,
-:func:`load_transforms`, :func:`simulate_subject`, :func:`make_grid`. Attributes are imported on first use so that
+:func:`load_transforms`, :func:`load_arrays`, :func:`synthetic_batch` (tensors without files),
+:func:`simulate_subject`, :func:`make_grid`. Attributes are imported on first use so that
 ``monai-diffusion --help`` does not pay for importing MONAI.
 """
 
@@ -27,6 +28,8 @@ _EXPORTS = {
     "CONTRASTS": "mri_physics",
     "TISSUE_PARAMETERS": "mri_physics",
     "write_preview": "preview",
+    "synthetic_batch": "arrays",
+    "load_arrays": "arrays",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -58,7 +58,7 @@ DEFAULT_SUBJECTS: int = 40
 #: default image size per spatial dimension: 64 x 64 slices in 2D, 32^3 volumes in 3D
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 #: bumped whenever the simulation changes, so that stale folders are rebuilt
-FORMAT_VERSION: int = 2
+FORMAT_VERSION: int = 3
 
 _DATALIST = "datalist.json"
 _PREVIEW = "preview.png"
@@ -86,7 +86,8 @@ def _check_contrasts(contrasts: Sequence[str] | str) -> tuple[str, ...]:
 
 def assign_subjects(subjects: int, seed: int) -> list[tuple[str, bool]]:
     """Section and lesion status of every subject: a seeded 70/15/15 split of whole subjects, then, inside each
-    section in subject order, every other subject (starting with the first) carries lesions.
+    section in subject order, every other subject carries lesions, starting with a healthy subject in training
+    (so that even tiny sets can train on healthy data) and with a lesion subject in validation and test.
 
     Args:
         subjects: number of subjects (at least 3, so that every section holds one).
@@ -108,7 +109,8 @@ def assign_subjects(subjects: int, seed: int) -> list[tuple[str, bool]]:
     period = max(int(round(1.0 / LESION_SHARE)), 1) if LESION_SHARE > 0 else 0
     for idx in range(subjects):
         sec = sections[idx]
-        out.append((sec, bool(period) and seen[sec] % period == 0))
+        first = 1 if sec == SECTIONS[0] else 0  # position in the section of the first lesion subject
+        out.append((sec, bool(period) and seen[sec] % period == first % period))
         seen[sec] += 1
     return out
 

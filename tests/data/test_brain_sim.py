@@ -111,6 +111,21 @@ class TestPrepareDataset(unittest.TestCase):
         self.assertTrue(all(item["healthy"] for item in train.data))
         with self.assertRaises(FileNotFoundError):
             BrainSimDataset(self.tmp / "empty", "training", dim=3, size=SIZE, generate=False)
+        # buildable from a bundle config with JSON arguments
+        config = {
+            "_target_": "monai_diffusion.data.BrainSimDataset",
+            "root_dir": str(root),
+            "section": "test",
+            "dim": 3,
+            "size": SIZE,
+            "subjects": 3,
+            "progress": False,
+        }
+        from monai.bundle import ConfigParser
+
+        parsed = ConfigParser({"dataset": config}).get_parsed_content("dataset")
+        self.assertIsInstance(parsed, BrainSimDataset)
+        self.assertEqual(len(parsed), 1)
         with self.assertRaisesRegex(ValueError, "section"):
             BrainSimDataset(root, "train", dim=3, size=SIZE, generate=False)
 
