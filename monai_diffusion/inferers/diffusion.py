@@ -1,0 +1,319 @@
+"""The diffusion inferer: the training forward, sampling (full or from a partially noised image) and DDIM inversion.
+
+It drives any scheduler that follows MONAI's contract (``timesteps``, ``init_noise_sigma``, ``set_timesteps``,
+``step(model_output, t, x, generator=...) -> (x_prev, x0_hat)``, ``add_noise``): MONAI's ``DDPMScheduler`` and
+``DDIMScheduler`` as well as every sampler of :mod:`monai_diffusion.networks.schedulers`. Compared with MONAI's
+``DiffusionInferer`` it passes class labels, combines concatenation with cross-attention, starts from a given
+timestep (SDEdit, Meng et al., 2022; AnoDDPM partial diffusion, Wyatt et al., 2022), encodes images by
+deterministic DDIM inversion (Song et al., 2021, Eq. 13 run forward; used by Wolleb et al., 2022), saves
+intermediates by step index, forwards a generator and step keywords (e.g. ``eta``) to the scheduler, and does
+not hard-code ``torch.no_grad`` so that guidance wrappers may differentiate a classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.inferers import Inferer
+
+from monai_diffusion.inferers.conditioning import NullCondition, as_condition_dict, drop_condition, validate_condition
+from monai_diffusion.inferers.guidance import call_model
+from monai_diffusion.inferers.utils import (
+    append_dims,
+    marginal_coefficients,
+    timestep_batch,
+    to_x0_eps,
+    training_target,
+)
+
+__all__ = ["DiffusionInferer", "start_index"]
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def start_index(
+    timesteps: torch.Tensor, start_timestep: float | int | None = None, strength: float | None = None
+) -> int:
+    """Index in a descending ``timesteps`` grid where partial-noising sampling starts.
+
+    Args:
+        timesteps: the scheduler's model-evaluation times, in order.
+        start_timestep: begin at the first grid time ``<= start_timestep``.
+        strength: in (0, 1]: run the last ``ceil(strength * N)`` of the ``N`` steps (1 = the full chain).
+
+    Raises:
+        ValueError: both or an out-of-range value given.
+    """
+    n = int(timesteps.numel())
+    if start_timestep is not None and strength is not None:
+        raise ValueError("give either start_timestep or strength, not both")
+    if strength is not None:
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        steps = max(1, int(-(-strength * n // 1)))
+        return n - steps
+    if start_timestep is not None:
+        below = (timesteps.to(torch.float64) <= float(start_timestep)).nonzero()
+        if below.numel() == 0:
+            raise ValueError(f"start_timestep {start_timestep} is below every timestep of the grid")
+        return int(below[0, 0])
+    return 0
+
+
+class DiffusionInferer(Inferer):
+    """Training forward and sampling for a diffusion network, in 2D and 3D.
+
+    Args:
+        scheduler: the training forward process and default sampler.
+        condition_mode: how a bare conditioning tensor is used (see
+            :class:`~monai_diffusion.inferers.conditioning.ConditionMode`); mappings need no mode.
+        null_condition: the explicit null condition (needed for ``condition_dropout > 0``).
+        condition_dropout: probability of replacing a training sample's condition by the null condition,
+            for classifier-free guidance (Ho & Salimans, 2022, Alg. 1).
+
+    Raises:
+        ValueError: ``condition_dropout > 0`` without a null condition, or outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        scheduler,
+        condition_mode: str = "crossattn",
+        null_condition: NullCondition | None = None,
+        condition_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= condition_dropout <= 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1], got {condition_dropout}")
+        if condition_dropout > 0 and null_condition is None:
+            raise ValueError("condition_dropout > 0 needs a null_condition (the value that means 'no condition')")
+        self.scheduler = scheduler
+        self.condition_mode = condition_mode
+        self.null_condition = null_condition
+        self.condition_dropout = float(condition_dropout)
+        if condition_mode not in ("crossattn", "concat", "class_label", "concat_crossattn"):
+            raise ValueError(
+                f"unknown condition_mode {condition_mode!r}; expected crossattn, concat, class_label or "
+                "concat_crossattn"
+            )
+
+    # ------------------------------------------------------------------ training
+    def _condition(self, conditioning, mode: str | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return validate_condition(as_condition_dict(conditioning, mode or self.condition_mode), x)
+
+    def training_target(self, inputs: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The regression target (noise, clean image or velocity) for the scheduler's prediction type."""
+        alpha, sigma = marginal_coefficients(self.scheduler, timesteps)
+        return training_target(inputs, noise, alpha, sigma, getattr(self.scheduler, "prediction_type", "epsilon"))
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: Callable,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: Any = None,
+        mode: str | None = None,
+        output_scale: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The training forward: noise ``inputs`` to ``timesteps`` and return the network's prediction.
+
+        Args:
+            inputs: clean images (B, C, *spatial).
+            diffusion_model: the network (or a guidance wrapper).
+            noise: noise of the shape of ``inputs``.
+            timesteps: (B,) training timesteps.
+            condition: conditioning (tensor with ``mode``, pair, or mapping).
+            mode: overrides ``condition_mode``.
+            output_scale: optional per-sample factor (B,) applied to the prediction, used with a target scaled the
+                same way to weight an MSE loss (see :class:`monai_diffusion.engines.DiffusionPrepareBatch`).
+            generator: for the condition-dropout draws.
+        """
+        if noise.shape != inputs.shape:
+            raise ValueError(f"noise must have the shape of the inputs {tuple(inputs.shape)}, got {tuple(noise.shape)}")
+        cond = self._condition(condition, mode, inputs)
+        if self.condition_dropout > 0 and cond:
+            cond = drop_condition(cond, self.null_condition, self.condition_dropout, generator)  # type: ignore[arg-type]
+        noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
+        prediction = call_model(diffusion_model, noisy, timesteps, cond)
+        if output_scale is not None:
+            prediction = prediction * append_dims(output_scale, prediction)
+        return prediction
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self,
+        input_noise: torch.Tensor,
+        diffusion_model: Callable,
+        scheduler=None,
+        conditioning: Any = None,
+        mode: str | None = None,
+        num_inference_steps: int | None = None,
+        start_image: torch.Tensor | None = None,
+        start_timestep: float | int | None = None,
+        strength: float | None = None,
+        save_intermediates: bool = False,
+        intermediate_steps: int | Sequence[int] | None = None,
+        callback: StepCallback | None = None,
+        verbose: bool = False,
+        generator: torch.Generator | None = None,
+        step_kwargs: Mapping[str, Any] | None = None,
+        enable_grad: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the reverse process ``x = noise * init_noise_sigma; for t: x, x0 = step(model(x, t), t, x)``.
+
+        Args:
+            input_noise: (B, C, *spatial) standard noise; with ``start_image`` the noise added to it; with a
+                start step but no image, the state at that step (e.g. from :meth:`ddim_invert`).
+            diffusion_model: network or guidance wrapper, evaluated once per entry of ``scheduler.timesteps``.
+            scheduler: defaults to the inferer's.
+            conditioning: tensor with ``mode``, ``(concat, context)`` pair or mapping (see ``conditioning``).
+            mode: overrides ``condition_mode``.
+            num_inference_steps: if given, ``scheduler.set_timesteps(num_inference_steps, device)`` first.
+            start_image: clean image to noise to the start step (SDEdit / AnoDDPM partial noising).
+            start_timestep: start at the first grid time ``<= start_timestep``.
+            strength: alternatively, the fraction of the chain to run, in (0, 1].
+            save_intermediates: also return the states after the selected steps.
+            intermediate_steps: an int ``n`` (every ``n``-th step index, counted from the first step run, plus the
+                last) or explicit step indices into ``scheduler.timesteps``; default every step.
+            callback: ``callback(step_index, t, x_prev, x0_hat)`` after every step.
+            verbose: show a tqdm progress bar.
+            generator: passed to ``scheduler.step`` for stochastic samplers.
+            step_kwargs: extra keywords for ``scheduler.step`` (e.g. ``{"eta": 1.0}`` for MONAI's DDIM).
+            enable_grad: run with gradients (e.g. to backpropagate through sampling); off by default, which
+                does not prevent guidance wrappers from differentiating a classifier.
+
+        Returns:
+            the final sample, and the list of intermediates when ``save_intermediates``.
+
+        Raises:
+            ValueError: bad shapes, conditioning or start options.
+        """
+        scheduler = scheduler if scheduler is not None else self.scheduler
+        if num_inference_steps is not None:
+            scheduler.set_timesteps(num_inference_steps, device=input_noise.device)
+        timesteps = torch.as_tensor(scheduler.timesteps)
+        first = start_index(timesteps, start_timestep, strength)
+        if start_image is not None and start_timestep is None and strength is None:
+            raise ValueError("start_image needs start_timestep or strength (how far to noise it)")
+        cond = self._condition(conditioning, mode, input_noise)
+        if start_image is not None:
+            if start_image.shape != input_noise.shape:
+                raise ValueError(
+                    f"start_image {tuple(start_image.shape)} must have the shape of input_noise {tuple(input_noise.shape)}"
+                )
+            t0 = timestep_batch(timesteps[first], input_noise.shape[0], input_noise.device)
+            x = scheduler.add_noise(original_samples=start_image, noise=input_noise, timesteps=t0)
+        elif first > 0:
+            x = input_noise
+        else:
+            x = input_noise * getattr(scheduler, "init_noise_sigma", 1.0)
+        if first > 0 and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+
+        n = int(timesteps.numel())
+        keep = self._intermediate_indices(intermediate_steps, first, n) if save_intermediates else set()
+        indices = range(first, n)
+        if verbose:
+            from tqdm.auto import tqdm
+
+            indices = tqdm(indices, desc="sampling", total=n - first)
+        kwargs = dict(step_kwargs or {})
+        if generator is not None:
+            kwargs["generator"] = generator
+        intermediates: list[torch.Tensor] = []
+        with torch.set_grad_enabled(enable_grad):
+            for i in indices:
+                t = timesteps[i]
+                output = call_model(diffusion_model, x, t, cond)
+                x, x0 = scheduler.step(output, t, x, **kwargs)
+                if callback is not None:
+                    callback(i, t, x, x0)
+                if i in keep:
+                    intermediates.append(x)
+        return (x, intermediates) if save_intermediates else x
+
+    @staticmethod
+    def _intermediate_indices(intermediate_steps: int | Sequence[int] | None, first: int, n: int) -> set[int]:
+        if intermediate_steps is None:
+            return set(range(first, n))
+        if isinstance(intermediate_steps, int):
+            if intermediate_steps < 1:
+                raise ValueError(f"intermediate_steps must be >= 1, got {intermediate_steps}")
+            return set(range(first, n, intermediate_steps)) | {n - 1}
+        chosen = {int(i) for i in intermediate_steps}
+        bad = [i for i in chosen if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"intermediate step indices {sorted(bad)} are outside [0, {n})")
+        return chosen
+
+    # ------------------------------------------------------------------ encoding
+    def ddim_invert(
+        self,
+        inputs: torch.Tensor,
+        diffusion_model: Callable,
+        scheduler=None,
+        conditioning: Any = None,
+        mode: str | None = None,
+        end_timestep: float | int | None = None,
+        prediction_type: str | None = None,
+        save_intermediates: bool = False,
+        verbose: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Deterministic DDIM encoding of clean images to the noise level of ``end_timestep``.
+
+        Runs the DDIM update (Song et al., 2021, Eq. 12 with ``eta = 0``) along the ascending grid of
+        ``scheduler.timesteps``: ``x_{next} = alpha_next * x0_hat + sigma_next * eps_hat`` with the prediction taken
+        at the current point, starting from ``x`` with ``(alpha, sigma) = (1, 0)``. Decode with
+        ``sample(latent, ..., start_timestep=end_timestep)`` on the same grid (no ``start_image``). Only the
+        coefficients of the scheduler are used, so it works for every forward process; it does not use MONAI's
+        ``DDIMScheduler.reversed_step`` (which fails on the last step).
+
+        Args:
+            inputs: clean images (B, C, *spatial).
+            diffusion_model: the network (or a guidance wrapper).
+            scheduler: defaults to the inferer's; its current ``timesteps`` define the grid.
+            conditioning, mode: as in :meth:`sample`.
+            end_timestep: last grid time to reach (default: the largest).
+            prediction_type: defaults to ``scheduler.prediction_type``.
+            save_intermediates: also return the states at each grid time.
+            verbose: show a progress bar.
+
+        Returns:
+            the encoded state at the end time (and the intermediates).
+        """
+        scheduler = scheduler if scheduler is not None else self.scheduler
+        prediction_type = prediction_type or getattr(scheduler, "prediction_type", "epsilon")
+        grid = torch.unique(torch.as_tensor(scheduler.timesteps))  # ascending, duplicates (multi-eval) removed
+        if end_timestep is not None:
+            grid = grid[grid.to(torch.float64) <= float(end_timestep)]
+            if grid.numel() == 0:
+                raise ValueError(f"end_timestep {end_timestep} is below every timestep of the grid")
+        cond = self._condition(conditioning, mode, inputs)
+        x = inputs
+        alpha_cur = torch.ones((), dtype=torch.float64)
+        sigma_cur = torch.zeros((), dtype=torch.float64)
+        intermediates: list[torch.Tensor] = []
+        steps = range(grid.numel())
+        if verbose:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="DDIM inversion")
+        with torch.no_grad():
+            for i in steps:
+                t_eval = grid[max(i - 1, 0)]
+                output = call_model(diffusion_model, x, t_eval, cond)
+                x0, eps = to_x0_eps(output, x, alpha_cur, sigma_cur, prediction_type) if i > 0 else (x, None)
+                if eps is None:
+                    # at the clean start the eps estimate comes from the network at the first grid time
+                    a0, s0 = marginal_coefficients(scheduler, grid[0])
+                    _, eps = to_x0_eps(output, x, a0, s0, prediction_type)
+                alpha_next, sigma_next = marginal_coefficients(scheduler, grid[i])
+                x = append_dims(alpha_next, x) * x0 + append_dims(sigma_next, x) * eps
+                alpha_cur, sigma_cur = alpha_next, sigma_next
+                if save_intermediates:
+                    intermediates.append(x)
+        return (x, intermediates) if save_intermediates else x

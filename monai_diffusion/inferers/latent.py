@@ -1,0 +1,218 @@
+"""Latent diffusion (Rombach et al., 2022, "High-Resolution Image Synthesis with Latent Diffusion Models").
+
+The diffusion process runs on ``z = scale_factor * E(x)`` of a first-stage autoencoder (MONAI's ``AutoencoderKL`` or
+``VQVAE``), and samples are decoded with ``D(z / scale_factor)``. The scale factor makes the latents roughly unit
+variance (Rombach et al., Sec. 4.3.2 / App. G: ``1 / std`` of the latents of a training batch);
+:func:`estimate_scale_factor` computes it from data. Everything else (conditioning, guidance wrappers, partial
+noising, DDIM inversion) is :class:`~monai_diffusion.inferers.diffusion.DiffusionInferer` applied to latents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from monai_diffusion.inferers.conditioning import NullCondition
+from monai_diffusion.inferers.diffusion import DiffusionInferer
+
+__all__ = ["encode_latent", "decode_latent", "estimate_scale_factor", "LatentDiffusionInferer"]
+
+
+def encode_latent(
+    autoencoder: nn.Module,
+    images: torch.Tensor,
+    sample_posterior: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Encode images to (unscaled) latents.
+
+    ``AutoencoderKL``: the posterior mean ``z_mu``, or ``z_mu + z_sigma * n`` with ``sample_posterior`` (drawn with
+    ``generator``, unlike MONAI's ``encode_stage_2_inputs`` which uses the global RNG). ``VQVAE`` and others: their
+    ``encode_stage_2_inputs`` (the quantised embedding for a VQ-VAE).
+
+    Raises:
+        TypeError: if the model has neither interface.
+    """
+    if hasattr(autoencoder, "sampling") and hasattr(autoencoder, "encode"):
+        z_mu, z_sigma = autoencoder.encode(images)
+        if not sample_posterior:
+            return z_mu
+        noise = torch.randn(z_mu.shape, generator=generator, device=z_mu.device, dtype=z_mu.dtype)
+        return z_mu + z_sigma * noise
+    if hasattr(autoencoder, "encode_stage_2_inputs"):
+        return autoencoder.encode_stage_2_inputs(images)
+    raise TypeError(
+        f"{type(autoencoder).__name__} is not a first-stage model: expected AutoencoderKL-style encode/sampling "
+        "or encode_stage_2_inputs"
+    )
+
+
+def decode_latent(autoencoder: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Decode (unscaled) latents with ``decode_stage_2_outputs`` (a VQ-VAE re-quantises first)."""
+    if not hasattr(autoencoder, "decode_stage_2_outputs"):
+        raise TypeError(f"{type(autoencoder).__name__} has no decode_stage_2_outputs")
+    return autoencoder.decode_stage_2_outputs(latents)
+
+
+def _batches(data: torch.Tensor | Iterable, image_key: str) -> Iterable[torch.Tensor]:
+    if isinstance(data, torch.Tensor):
+        yield data
+        return
+    for item in data:
+        if isinstance(item, Mapping):
+            if image_key not in item:
+                raise ValueError(f"batch has no key {image_key!r}; keys are {sorted(item)}")
+            item = item[image_key]
+        elif isinstance(item, (tuple, list)):
+            item = item[0]
+        yield torch.as_tensor(item)
+
+
+@torch.no_grad()
+def estimate_scale_factor(
+    autoencoder: nn.Module,
+    data: torch.Tensor | Iterable,
+    image_key: str = "image",
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+) -> float:
+    """``1 / std`` of the latents of ``data`` (Rombach et al., App. G), so scaled latents have unit variance.
+
+    Args:
+        autoencoder: the trained first-stage model (evaluated in eval mode, posterior means).
+        data: an image tensor, or an iterable of tensors / ``(image, ...)`` tuples / dicts with ``image_key``
+            (e.g. a MONAI ``DataLoader``).
+        image_key: key of the image in dict batches.
+        max_batches: use at most this many batches.
+        device: where to run the encoder (default: the encoder's parameters' device).
+
+    Raises:
+        ValueError: no data, or latents with zero variance.
+    """
+    if device is None:
+        first = next(autoencoder.parameters(), None)
+        device = first.device if first is not None else "cpu"
+    was_training = autoencoder.training
+    autoencoder.eval()
+    total = 0
+    s1 = torch.zeros((), dtype=torch.float64)
+    s2 = torch.zeros((), dtype=torch.float64)
+    try:
+        for i, images in enumerate(_batches(data, image_key)):
+            if max_batches is not None and i >= max_batches:
+                break
+            z = encode_latent(autoencoder, images.to(device)).to(torch.float64).cpu()
+            total += z.numel()
+            s1 += z.sum()
+            s2 += (z**2).sum()
+    finally:
+        autoencoder.train(was_training)
+    if total < 2:
+        raise ValueError("estimate_scale_factor needs data with at least two latent values")
+    var = (s2 - s1**2 / total) / (total - 1)
+    if var <= 0:
+        raise ValueError("latents have zero variance; cannot estimate a scale factor")
+    return float(1.0 / var.sqrt())
+
+
+class LatentDiffusionInferer(DiffusionInferer):
+    """Training forward and sampling of a diffusion model on autoencoder latents, in 2D and 3D.
+
+    Args:
+        scheduler: the latent forward process and default sampler.
+        scale_factor: multiplies encoder latents (see :func:`estimate_scale_factor`).
+        condition_mode, null_condition, condition_dropout: as for :class:`DiffusionInferer`; ``"concat"``
+            conditioning must have the latent spatial shape.
+        sample_posterior: encode with a draw from the ``AutoencoderKL`` posterior instead of its mean.
+
+    Raises:
+        ValueError: non-positive scale factor.
+    """
+
+    def __init__(
+        self,
+        scheduler,
+        scale_factor: float = 1.0,
+        condition_mode: str = "crossattn",
+        null_condition: NullCondition | None = None,
+        condition_dropout: float = 0.0,
+        sample_posterior: bool = False,
+    ) -> None:
+        super().__init__(scheduler, condition_mode, null_condition, condition_dropout)
+        if not scale_factor > 0:
+            raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+        self.scale_factor = float(scale_factor)
+        self.sample_posterior = bool(sample_posterior)
+
+    def encode(
+        self, autoencoder_model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scaled latents ``scale_factor * E(images)`` (no gradient through the encoder)."""
+        with torch.no_grad():
+            z = encode_latent(autoencoder_model, images, self.sample_posterior, generator)
+        return z * self.scale_factor
+
+    def decode(self, autoencoder_model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+        """Images ``D(latents / scale_factor)``."""
+        return decode_latent(autoencoder_model, latents / self.scale_factor)
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        autoencoder_model: nn.Module,
+        diffusion_model: Callable,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: Any = None,
+        mode: str | None = None,
+        output_scale: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Encode ``inputs`` and run the training forward on the latents; ``noise`` has the latent shape."""
+        latents = self.encode(autoencoder_model, inputs, generator)
+        return super().__call__(latents, diffusion_model, noise, timesteps, condition, mode, output_scale, generator)
+
+    def sample(  # type: ignore[override]
+        self,
+        input_noise: torch.Tensor,
+        autoencoder_model: nn.Module,
+        diffusion_model: Callable,
+        scheduler=None,
+        conditioning: Any = None,
+        mode: str | None = None,
+        start_image: torch.Tensor | None = None,
+        decode: bool = True,
+        **kwargs: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Sample latents with :meth:`DiffusionInferer.sample` and decode them.
+
+        Args:
+            input_noise: latent-shaped noise (or the latent state at the start step, e.g. from :meth:`ddim_invert`).
+            autoencoder_model: the first-stage model.
+            diffusion_model: the latent network or a guidance wrapper.
+            start_image: an *image* to encode and partially noise (SDEdit in latent space).
+            decode: decode the final latents (and intermediates) to images.
+            **kwargs: every other option of :meth:`DiffusionInferer.sample`.
+        """
+        start_latent = None if start_image is None else self.encode(autoencoder_model, start_image)
+        out = super().sample(
+            input_noise, diffusion_model, scheduler, conditioning, mode, start_image=start_latent, **kwargs
+        )
+        if not decode:
+            return out
+        with torch.set_grad_enabled(bool(kwargs.get("enable_grad", False))):
+            if isinstance(out, tuple):
+                latents, intermediates = out
+                return self.decode(autoencoder_model, latents), [
+                    self.decode(autoencoder_model, z) for z in intermediates
+                ]
+            return self.decode(autoencoder_model, out)
+
+    def ddim_invert(  # type: ignore[override]
+        self, inputs: torch.Tensor, autoencoder_model: nn.Module, diffusion_model: Callable, **kwargs: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Encode images to latents, then DDIM-invert the latents (see :meth:`DiffusionInferer.ddim_invert`)."""
+        return super().ddim_invert(self.encode(autoencoder_model, inputs), diffusion_model, **kwargs)
