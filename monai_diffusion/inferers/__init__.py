@@ -1,9 +1,22 @@
-"""Inferers: training forward, sampling, guidance and posterior sampling, one file per family."""
+"""Inferers: training forward, sampling, guidance and posterior sampling, one file per family.
+
+Exports use the explicit ``import X as X`` form, one per line."""
 
 from __future__ import annotations
 
-from .conditioning import ConditionMode, NullCondition, as_condition_dict, drop_condition, validate_condition
-from .diffusion import DiffusionInferer, start_index
-from .guidance import ClassifierFreeGuidance, ClassifierGuidance, GuidedModel, call_model
-from .latent import LatentDiffusionInferer, decode_latent, encode_latent, estimate_scale_factor
-from .utils import marginal_coefficients
+from .conditioning import ConditionMode as ConditionMode
+from .conditioning import NullCondition as NullCondition
+from .conditioning import as_condition_dict as as_condition_dict
+from .conditioning import drop_condition as drop_condition
+from .conditioning import validate_condition as validate_condition
+from .diffusion import DiffusionInferer as DiffusionInferer
+from .diffusion import start_index as start_index
+from .guidance import ClassifierFreeGuidance as ClassifierFreeGuidance
+from .guidance import ClassifierGuidance as ClassifierGuidance
+from .guidance import GuidedModel as GuidedModel
+from .guidance import call_model as call_model
+from .latent import LatentDiffusionInferer as LatentDiffusionInferer
+from .latent import decode_latent as decode_latent
+from .latent import encode_latent as encode_latent
+from .latent import estimate_scale_factor as estimate_scale_factor
+from .utils import marginal_coefficients as marginal_coefficients
