@@ -96,6 +96,15 @@ class TestPrepareDataset(unittest.TestCase):
         before = {p: p.stat().st_mtime_ns for p in again.parent.rglob("*.nii.gz")}
         prepare_dataset(self.tmp / "again", **BUILDS[3])  # nothing to do
         self.assertEqual(before, {p: p.stat().st_mtime_ns for p in again.parent.rglob("*.nii.gz")})
+        # one more subject: only subjects whose lesion status changed (and the new one) are rendered again
+        records = {p.parent.name: p.stat().st_mtime_ns for p in again.parent.rglob("subject.json")}
+        old_plan, new_plan = assign_subjects(3, 1), assign_subjects(4, 1)
+        prepare_dataset(self.tmp / "again", **{**BUILDS[3], "subjects": 4})
+        for i in range(3):
+            path = again.parent / "images" / f"sub-{i:03d}" / "subject.json"
+            kept = path.stat().st_mtime_ns == records[f"sub-{i:03d}"]
+            self.assertEqual(kept, old_plan[i][1] == new_plan[i][1], f"sub-{i:03d}")
+        self.assertEqual(len(json.loads(again.read_text())["test"]) > 0, True)
         other = prepare_dataset(self.tmp / "other", **{**BUILDS[3], "seed": 2})
         self.assertNotEqual(_tree_bytes(other.parent), _tree_bytes(again.parent))
 
