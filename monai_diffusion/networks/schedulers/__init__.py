@@ -21,3 +21,4 @@ from .sde import PredictorCorrectorScheduler as PredictorCorrectorScheduler
 from .sde import ProbabilityFlowScheduler as ProbabilityFlowScheduler
 from .sde import SubVPSDE as SubVPSDE
 from .sde import check_forward_process as check_forward_process
+from .unipc import UniPCMultistepScheduler as UniPCMultistepScheduler

@@ -426,6 +426,9 @@ class DiscreteTimeScheduler(BaseScheduler):
     allows_fractional_timesteps: bool = False
     #: default spacing when ``timestep_spacing`` is not given
     default_spacing: str = "linspace"
+    #: whether ``linspace``/``log_snr``/``karras`` grids end with an evaluation at ``t = 0``; solvers whose last
+    #: step jumps to clean data from the predicted x0 set it False and spend that evaluation higher up instead
+    last_timestep_zero: bool = True
 
     def __init__(
         self,
@@ -507,14 +510,20 @@ class DiscreteTimeScheduler(BaseScheduler):
             raise ValueError("pass num_inference_steps or timesteps")
         if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
             raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
+        # solvers whose final step jumps to clean data need no evaluation at t=0: place N+1 points, drop the last
+        drop_last = not self.last_timestep_zero and self.timestep_spacing in ("linspace", "log_snr", "karras")
+        if drop_last and num_inference_steps >= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must be < {self.num_train_timesteps}, got {num_inference_steps}")
         t = spaced_timesteps(
-            num_inference_steps,
+            num_inference_steps + int(drop_last),
             self.num_train_timesteps,
             self.timestep_spacing,
             alphas_cumprod=self.alphas_cumprod.cpu(),
             steps_offset=self.steps_offset,
             rho=float(getattr(self, "rho", 7.0)),
         )
+        if drop_last:
+            t = t[:-1]
         if not self.allows_fractional_timesteps:
             t = t.round()
         if (t[1:] >= t[:-1]).any():

@@ -79,6 +79,9 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
     Args:
         solver_order: 1 (DDIM), 2 (DPM-Solver++ 2M, recommended for guided sampling) or 3 (3M).
         lower_order_final: lower the order over the last steps of schedules shorter than 15 steps.
+        last_timestep_zero: if False (default), ``linspace``/``log_snr``/``karras`` grids are built with ``N + 1``
+            points and the last (``t = 0``) is dropped: the final step jumps to clean data from the lowest remaining
+            level instead of spending an evaluation at ``t = 0``, where the x0 prediction barely differs from ``x``.
         timestep_spacing: default ``"log_snr"`` (uniform in log-SNR, Lu et al. 2022a, Sec. 3.3); ``"karras"``,
             ``"linspace"``, ``"leading"`` and ``"trailing"`` also work.
         rho: exponent of the Karras spacing.
@@ -87,6 +90,7 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
 
     allows_fractional_timesteps = True
     default_spacing = "log_snr"
+    last_timestep_zero = False
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
         schedule: str = "linear_beta",
         solver_order: int = 2,
         lower_order_final: bool = True,
+        last_timestep_zero: bool = False,
         prediction_type: str = "epsilon",
         timestep_spacing: str | None = None,
         rho: float = 7.0,
@@ -124,6 +129,7 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
             raise ValueError(f"rho must be positive, got {rho}")
         self.solver_order = int(solver_order)
         self.lower_order_final = bool(lower_order_final)
+        self.last_timestep_zero = bool(last_timestep_zero)
         self.rho = float(rho)
         self.register_buffer("x0_prev", None, persistent=False)
         self.register_buffer("x0_prev2", None, persistent=False)
