@@ -58,7 +58,7 @@ DEFAULT_SUBJECTS: int = 40
 #: default image size per spatial dimension: 64 x 64 slices in 2D, 32^3 volumes in 3D
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 #: bumped whenever the simulation changes, so that stale folders are rebuilt
-FORMAT_VERSION: int = 3
+FORMAT_VERSION: int = 4
 
 _DATALIST = "datalist.json"
 _PREVIEW = "preview.png"

@@ -255,7 +255,7 @@ def _lesions(rng: np.random.Generator, grid: Grid, label: np.ndarray, wm_t1: flo
     pd = np.zeros(shape, np.float32)
     lo_count, hi_count = (int(v) for v in SIMULATION_RANGES["lesion_count"])
     count = int(rng.integers(lo_count, hi_count + 1))
-    lumps = _smooth_field(rng, shape, 6, 0.35)  # boundary irregularity shared by the subject's lesions
+    lumps = np.clip(_smooth_field(rng, shape, 6, 0.35), -0.6, 0.6)  # boundary irregularity shared by the lesions
     parenchyma = label >= 2
     wm = np.argwhere(label == 3)
     candidates = wm if len(wm) else np.argwhere(parenchyma)
@@ -278,7 +278,7 @@ def _lesions(rng: np.random.Generator, grid: Grid, label: np.ndarray, wm_t1: flo
         centre_idx = candidates[pick]
         centre = world[(slice(None), *centre_idx)]
         local = np.einsum("ij,j...->i...", rot.T, world - centre.reshape(3, 1, 1, 1)) / radii.reshape(3, 1, 1, 1)
-        dist = np.sqrt((local**2).sum(0)) * (1.0 + lumps)
+        dist = np.sqrt((local**2).sum(0)) * (1.0 + lumps)  # lumps are clipped to [-0.6, 0.6]: stays positive
         inside = (dist < 1.0) & parenchyma
         inside[tuple(centre_idx)] = True  # every lesion covers at least its centre voxel
         strength[inside] = a
@@ -325,14 +325,13 @@ def simulate_subject(seed: int, grid: Grid, lesions: bool, contrasts: Sequence[s
     tissues, sequences, bias_std, noise_sigma = _draw_intensity(intensity_rng)
     bias = np.exp(_smooth_field(intensity_rng, grid.shape, 4, bias_std)).astype(np.float32)
 
-    strength, (l_t1, l_t2, l_pd), lesion_info = _lesions(
-        lesion_rng, grid, label, tissues["wm"]["t1"], tissues["wm"]["t2"]
-    )
+    if lesions:  # the lesion stream is independent, so skipping it leaves everything else unchanged
+        strength, (l_t1, l_t2, l_pd), lesion_info = _lesions(
+            lesion_rng, grid, label, tissues["wm"]["t1"], tissues["wm"]["t2"]
+        )
+    else:
+        strength, lesion_info = np.zeros(grid.shape, np.float32), []
     mask = strength > 0
-    if not lesions:
-        strength[:] = 0.0
-        mask[:] = False
-        lesion_info = []
 
     out: dict[str, Any] = {}
     scales = {}

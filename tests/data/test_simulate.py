@@ -76,6 +76,17 @@ class TestSimulateSubject(unittest.TestCase):
         self.assertEqual(healthy["params"]["lesions"], [])
         self.assertGreaterEqual(len(sick["params"]["lesions"]), 1)
 
+    def test_lesions_stay_near_their_centres(self):
+        grid = make_grid(3, 32)
+        for index in range(4):
+            out = simulate_subject(subject_seed(2, index), grid, lesions=True)
+            points = grid.world()[:, out["lesion"] > 0]  # (3, n) world coordinates of lesion voxels
+            reach = np.full(points.shape[1], np.inf)
+            for lesion in out["params"]["lesions"]:
+                d = np.linalg.norm(points - np.asarray(lesion["centre_mm"])[:, None], axis=0)
+                reach = np.minimum(reach, d / max(lesion["radii_mm"]))
+            self.assertLessEqual(float(reach.max()), 2.5 + 1e-6)
+
     def test_lesion_contrast(self):
         grid = make_grid(3, 32)
         seed = subject_seed(0, 5)
