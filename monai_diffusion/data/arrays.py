@@ -66,6 +66,7 @@ def synthetic_batch(
         raise ValueError(f"contrasts must be names from {list(CONTRASTS)}, got {names}.")
     grid = make_grid(dim, size)
     images, labels, masks = [], [], []
+    pick: tuple[slice | int, ...]
     for i in range(batch):
         sim = simulate_subject(subject_seed(seed, i), grid, lesions=lesions, contrasts=tuple(dict.fromkeys(names)))
         if dim == 2:
