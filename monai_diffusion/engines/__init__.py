@@ -1,1 +1,13 @@
-"""Training recipes built on MONAI engines (ignite)."""
+"""Training recipes built on MONAI engines (ignite).
+
+Exports use the explicit ``import X as X`` form, one per line."""
+
+from __future__ import annotations
+
+from .ema import ExponentialMovingAverage as ExponentialMovingAverage
+from .prepare_batch import DiffusionPrepareBatch as DiffusionPrepareBatch
+from .recipes import AutoencoderStep as AutoencoderStep
+from .recipes import autoencoder_trainer as autoencoder_trainer
+from .recipes import brainsim_loader as brainsim_loader
+from .recipes import diffusion_trainer as diffusion_trainer
+from .recipes import latest_checkpoint as latest_checkpoint

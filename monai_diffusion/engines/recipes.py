@@ -1,0 +1,374 @@
+"""Training recipes on MONAI engines: (a) a diffusion model, (b) a first-stage autoencoder for latent diffusion.
+
+Both return a configured ``monai.engines.SupervisedTrainer``; call ``trainer.run()``. With ``checkpoint_dir`` they
+save network, optimiser(s), EMA and engine state every ``save_interval`` iterations and on exit or exception
+(MONAI ``CheckpointSaver``), and resume from the newest checkpoint there (MONAI ``CheckpointLoader``), so an
+interrupted run continues where it stopped. They run on CPU and CUDA (``device``) and on the embedded data set
+(:func:`brainsim_loader`) as on any MONAI ``DataLoader`` of dicts.
+
+* Diffusion: the loss of Ho et al. (2020, Eq. 14) for the scheduler's prediction type, with optional condition
+  dropout for classifier-free guidance, Min-SNR weighting and an EMA of the weights.
+* Autoencoder (``AutoencoderKL`` or ``VQVAE``; Rombach et al., 2022, Sec. 3 and App. G; Esser et al., 2021):
+  L1 + KL (or the VQ codebook loss) + a spectral loss + a patch-adversarial loss with MONAI's
+  ``PatchDiscriminator`` and ``PatchAdversarialLoss`` (least squares), the discriminator switched on after
+  ``adversarial_start`` iterations. A perceptual loss can be passed in; MONAI's ``PerceptualLoss`` downloads
+  weights at run time, so none is used by default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.utils import CommonKeys as Keys
+from torch import nn
+
+from monai_diffusion.engines.ema import ExponentialMovingAverage
+from monai_diffusion.engines.prepare_batch import DiffusionPrepareBatch
+from monai_diffusion.inferers.conditioning import NullCondition
+from monai_diffusion.inferers.diffusion import DiffusionInferer
+from monai_diffusion.losses.spectral import SpectralLoss
+
+__all__ = [
+    "brainsim_loader",
+    "latest_checkpoint",
+    "diffusion_trainer",
+    "AutoencoderStep",
+    "autoencoder_trainer",
+]
+
+
+def brainsim_loader(
+    root_dir: str | Path,
+    keys: Sequence[str] = ("t1w",),
+    dim: int = 2,
+    size: int | None = None,
+    subjects: int | None = None,
+    section: str = "training",
+    batch_size: int = 8,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    progress: bool = False,
+):
+    """A ``DataLoader`` over the embedded data set (built on first use), images scaled to [-1, 1] per item.
+
+    Items keep ``keys`` and ``"healthy"`` (bool, usable as a class label); the data are a simulation from a real
+    template, see ``docs/data.md``.
+    """
+    from monai.data import DataLoader
+    from monai.transforms import ScaleIntensityd, SelectItemsd
+
+    from monai_diffusion.data import BrainSimDataset, load_transforms
+
+    keys = list(keys)
+    contrasts = [k for k in keys if k not in ("label", "lesion")]
+    transform = load_transforms(
+        keys=keys,
+        extra=[ScaleIntensityd(keys=contrasts, minv=-1.0, maxv=1.0), SelectItemsd(keys=[*keys, "healthy"])],
+    )
+    ds = BrainSimDataset(
+        root_dir,
+        section,
+        transform=transform,
+        dim=dim,
+        size=size,
+        subjects=subjects,
+        seed=seed,
+        contrasts=tuple(contrasts) or ("t1w",),
+        progress=progress,
+    )
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def latest_checkpoint(checkpoint_dir: str | Path | None) -> Path | None:
+    """The checkpoint with the largest ``iteration=N`` in its name (MONAI ``CheckpointSaver`` naming), if any."""
+    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
+        return None
+    best, best_it = None, -1
+    for path in Path(checkpoint_dir).glob("*.pt"):
+        m = re.search(r"iteration=(\d+)", path.name)
+        it = int(m.group(1)) if m else -1
+        if it > best_it:
+            best, best_it = path, it
+    return best
+
+
+def _checkpoint_handlers(
+    objects: Mapping[str, Any], checkpoint_dir: str | Path | None, save_interval: int, resume: bool, device
+) -> list:
+    if checkpoint_dir is None:
+        return []
+    from monai.handlers import CheckpointLoader, CheckpointSaver
+
+    handlers: list = []
+    last = latest_checkpoint(checkpoint_dir) if resume else None
+    if last is not None:
+        handlers.append(CheckpointLoader(load_path=str(last), load_dict=dict(objects), map_location=device))
+    handlers.append(
+        CheckpointSaver(
+            save_dir=str(checkpoint_dir),
+            save_dict=dict(objects),
+            save_interval=save_interval,
+            epoch_level=False,
+            n_saved=1,
+            save_final=True,
+        )
+    )
+    return handlers
+
+
+def diffusion_trainer(
+    network: nn.Module,
+    scheduler,
+    train_loader,
+    max_epochs: int,
+    device: str | torch.device = "cpu",
+    lr: float = 1e-4,
+    epoch_length: int | None = None,
+    image_key: str = "image",
+    condition: str | Mapping[str, str] | None = None,
+    condition_mode: str = "crossattn",
+    null_condition: NullCondition | None = None,
+    condition_dropout: float = 0.0,
+    loss_weighting: Callable | None = None,
+    encoder: Callable | None = None,
+    ema_decay: float | None = 0.999,
+    checkpoint_dir: str | Path | None = None,
+    save_interval: int = 100,
+    resume: bool = True,
+    seed: int = 0,
+    train_handlers: Sequence | None = None,
+) -> tuple[SupervisedTrainer, ExponentialMovingAverage | None]:
+    """A ``SupervisedTrainer`` for a diffusion network (2D or 3D, pixel or latent space).
+
+    Args:
+        network: the denoiser, e.g. MONAI's ``DiffusionModelUNet``.
+        scheduler: the forward process (our schedulers or MONAI's).
+        train_loader: batches of dicts holding ``image_key`` (and the condition keys).
+        max_epochs, epoch_length: as for ``SupervisedTrainer``.
+        device: ``"cpu"`` or ``"cuda"``.
+        lr: AdamW learning rate.
+        image_key, condition, encoder, loss_weighting: see :class:`DiffusionPrepareBatch`.
+        condition_mode, null_condition, condition_dropout: see :class:`DiffusionInferer`; a learned null
+            embedding is optimised with the network.
+        ema_decay: decay of the weight EMA (``None``: no EMA).
+        checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        seed: seeds the noise/timestep generator.
+        train_handlers: extra handlers.
+
+    Returns:
+        ``(trainer, ema)``; sample with ``ema.averaged`` (or the network when ``ema_decay`` is None).
+    """
+    device = torch.device(device)
+    network = network.to(device)
+    params = list(network.parameters())
+    if null_condition is not None:
+        null_condition = null_condition.to(device)
+        params += list(null_condition.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    inferer = DiffusionInferer(scheduler, condition_mode, null_condition, condition_dropout)
+    prepare = DiffusionPrepareBatch(
+        scheduler,
+        image_key=image_key,
+        condition=condition,
+        encoder=encoder,
+        loss_weighting=loss_weighting,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    ema = ExponentialMovingAverage(network, ema_decay) if ema_decay is not None else None
+    objects: dict[str, Any] = {"network": network, "optimizer": optimizer}
+    if ema is not None:
+        objects["ema"] = ema
+    if null_condition is not None and len(list(null_condition.parameters())) > 0:
+        objects["null_condition"] = null_condition
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=nn.MSELoss(),
+        inferer=inferer,
+        prepare_batch=prepare,
+        epoch_length=epoch_length,
+        train_handlers=list(train_handlers or []),
+        decollate=False,
+    )
+    objects["trainer"] = trainer
+    if ema is not None:  # before the checkpoint saver, so a checkpoint holds the EMA of the same iteration
+        ema.attach(trainer, network)
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+        handler.attach(trainer)
+    return trainer, ema
+
+
+def _kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over latent elements, averaged over the batch (Kingma & Welling, 2014)."""
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2) + 1e-12) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+class AutoencoderStep:
+    """One iteration of autoencoder training, as a ``SupervisedTrainer`` ``iteration_update``.
+
+    Generator: ``loss_fn(recon, x) + kl_weight * KL`` (``AutoencoderKL``) or ``+ vq_weight * codebook loss``
+    (``VQVAE``) ``+ spectral_weight * spectral + perceptual_weight * perceptual + adversarial_weight * LSGAN``;
+    then one discriminator step on real vs detached reconstructions (once ``adversarial_start`` is reached).
+
+    Args:
+        discriminator: e.g. MONAI ``PatchDiscriminator`` (its last output is used as logits), or ``None``.
+        d_optimizer: the discriminator's optimiser.
+        image_key: batch key of the images.
+        kl_weight, vq_weight, spectral_weight, adversarial_weight, perceptual_weight: loss weights.
+        adversarial_start: first iteration (1-based) with adversarial terms.
+        perceptual_loss: optional callable ``(recon, x) -> loss`` (not used by default: MONAI's needs downloads).
+    """
+
+    def __init__(
+        self,
+        discriminator: nn.Module | None = None,
+        d_optimizer: torch.optim.Optimizer | None = None,
+        image_key: str = "image",
+        kl_weight: float = 1e-6,
+        vq_weight: float = 1.0,
+        spectral_weight: float = 0.1,
+        adversarial_weight: float = 0.01,
+        adversarial_start: int = 1,
+        perceptual_loss: Callable | None = None,
+        perceptual_weight: float = 0.0,
+    ) -> None:
+        from monai.losses import PatchAdversarialLoss
+
+        if (discriminator is None) != (d_optimizer is None):
+            raise ValueError("give both a discriminator and its optimiser, or neither")
+        self.discriminator = discriminator
+        self.d_optimizer = d_optimizer
+        self.image_key = image_key
+        self.kl_weight = float(kl_weight)
+        self.vq_weight = float(vq_weight)
+        self.spectral_weight = float(spectral_weight)
+        self.adversarial_weight = float(adversarial_weight)
+        self.adversarial_start = int(adversarial_start)
+        self.perceptual_loss = perceptual_loss
+        self.perceptual_weight = float(perceptual_weight)
+        self.spectral = SpectralLoss()
+        self.adversarial = PatchAdversarialLoss(criterion="least_squares")
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.discriminator(x.contiguous().float())  # type: ignore[misc]
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    def __call__(self, engine, batchdata: Mapping[str, Any]) -> dict:
+        if self.image_key not in batchdata:
+            raise ValueError(f"batch has no key {self.image_key!r}; keys are {sorted(batchdata)}")
+        x = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device).float()
+        ae = engine.network
+        ae.train()
+        engine.optimizer.zero_grad(set_to_none=True)
+        out = ae(x)
+        if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+            raise TypeError("expected an AutoencoderKL (recon, z_mu, z_sigma) or VQVAE (recon, vq_loss) output")
+        recon = out[0]
+        reg = self.kl_weight * _kl_loss(out[1], out[2]) if len(out) == 3 else self.vq_weight * out[1].mean()
+        l1 = engine.loss_function(recon, x)
+        spectral = self.spectral(recon, x)
+        loss = l1 + reg + self.spectral_weight * spectral
+        if self.perceptual_loss is not None and self.perceptual_weight > 0:
+            loss = loss + self.perceptual_weight * self.perceptual_loss(recon, x)
+        adversarial_on = self.discriminator is not None and engine.state.iteration >= self.adversarial_start
+        g_adv = torch.zeros((), device=x.device)
+        if adversarial_on:
+            g_adv = self.adversarial(self._logits(recon), target_is_real=True, for_discriminator=False)
+            loss = loss + self.adversarial_weight * g_adv
+        loss.backward()
+        engine.optimizer.step()
+        d_loss = torch.zeros((), device=x.device)
+        if adversarial_on:
+            self.discriminator.train()  # type: ignore[union-attr]
+            self.d_optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+            fake = self.adversarial(self._logits(recon.detach()), target_is_real=False, for_discriminator=True)
+            real = self.adversarial(self._logits(x), target_is_real=True, for_discriminator=True)
+            d_loss = 0.5 * (fake + real)
+            (self.adversarial_weight * d_loss).backward()
+            self.d_optimizer.step()  # type: ignore[union-attr]
+        return {
+            Keys.IMAGE: x,
+            Keys.LABEL: x,
+            Keys.PRED: recon.detach(),
+            Keys.LOSS: loss.detach(),
+            "l1": l1.detach(),
+            "regulariser": reg.detach(),
+            "spectral": spectral.detach(),
+            "generator_adversarial": g_adv.detach(),
+            "discriminator": d_loss.detach(),
+        }
+
+
+def autoencoder_trainer(
+    autoencoder: nn.Module,
+    train_loader,
+    max_epochs: int,
+    discriminator: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    lr: float = 1e-4,
+    d_lr: float = 5e-4,
+    epoch_length: int | None = None,
+    image_key: str = "image",
+    checkpoint_dir: str | Path | None = None,
+    save_interval: int = 100,
+    resume: bool = True,
+    train_handlers: Sequence | None = None,
+    **step_kwargs: Any,
+) -> SupervisedTrainer:
+    """A ``SupervisedTrainer`` for ``AutoencoderKL`` / ``VQVAE`` with L1 + spectral + patch-adversarial losses.
+
+    Args:
+        autoencoder: MONAI ``AutoencoderKL`` or ``VQVAE`` (2D or 3D).
+        train_loader: batches of dicts holding ``image_key``.
+        max_epochs, epoch_length: as for ``SupervisedTrainer``.
+        discriminator: e.g. ``PatchDiscriminator(spatial_dims, channels=32, in_channels=1, num_layers_d=3)``;
+            ``None`` trains without the adversarial term.
+        device: ``"cpu"`` or ``"cuda"``.
+        lr, d_lr: Adam learning rates of the autoencoder and the discriminator.
+        checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        train_handlers: extra handlers.
+        **step_kwargs: loss weights and options of :class:`AutoencoderStep`.
+    """
+    device = torch.device(device)
+    autoencoder = autoencoder.to(device)
+    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=lr)
+    d_optimizer = None
+    if discriminator is not None:
+        discriminator = discriminator.to(device)
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=d_lr)
+    step = AutoencoderStep(discriminator, d_optimizer, image_key=image_key, **step_kwargs)
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=train_loader,
+        network=autoencoder,
+        optimizer=optimizer,
+        loss_function=nn.L1Loss(),
+        iteration_update=step,
+        epoch_length=epoch_length,
+        train_handlers=list(train_handlers or []),
+        decollate=False,
+    )
+    objects: dict[str, Any] = {"network": autoencoder, "optimizer": optimizer, "trainer": trainer}
+    if discriminator is not None:
+        objects["discriminator"] = discriminator
+        objects["d_optimizer"] = d_optimizer
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+        handler.attach(trainer)
+    return trainer
