@@ -102,6 +102,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
         denoise: end with the Tweedie denoising step ``x + sigma_L^2 score`` (Song & Ermon 2020).
         clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value: x0
             post-processing of ``pred_original_sample`` and the final step, see ``BaseScheduler``.
+        trained_with: optionally the training scheduler; a ``ValueError`` unless it is VE with the same range.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        trained_with: Any = None,
     ) -> None:
         if not isinstance(steps_per_level, int) or steps_per_level < 1:
             raise ValueError(f"steps_per_level must be a positive int, got {steps_per_level!r}")
@@ -134,6 +136,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
             thresholding=thresholding,
             dynamic_thresholding_ratio=dynamic_thresholding_ratio,
             sample_max_value=sample_max_value,
+            trained_with=trained_with,
         )
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)

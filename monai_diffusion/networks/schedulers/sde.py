@@ -499,6 +499,9 @@ class ContinuousTimeScheduler(BaseScheduler):
         time_spacing: ``"uniform"`` in ``t`` ([SDE]) or ``"log_snr"`` (uniform in ``log(alpha^2/sigma^2)``).
         clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value: x0
             post-processing, see :class:`~monai_diffusion.networks.schedulers.base.BaseScheduler`.
+        trained_with: optionally the scheduler the model was trained with (e.g. ``"@train_scheduler"`` in a bundle
+            config); construction then fails with a ``ValueError`` unless both share the forward process
+            (:func:`check_forward_process`). It is not stored.
     """
 
     def __init__(
@@ -515,6 +518,7 @@ class ContinuousTimeScheduler(BaseScheduler):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        trained_with: Any = None,
     ) -> None:
         super().__init__(
             num_train_timesteps=num_train_timesteps,
@@ -545,7 +549,10 @@ class ContinuousTimeScheduler(BaseScheduler):
         self.register_buffer("_saved_sample", None, persistent=False)
         self.register_buffer("_saved_derivative", None, persistent=False)
         self._plan: list[tuple[int, float, float]] = []
+        self._plan_timesteps: list[float] = []
         self._step_index = 0
+        if trained_with is not None:
+            check_forward_process(trained_with, self)
 
     @classmethod
     def from_training_scheduler(cls, scheduler: Any, **kwargs: Any) -> ContinuousTimeScheduler:

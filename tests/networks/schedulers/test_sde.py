@@ -190,6 +190,22 @@ class TestCompatibility(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "VE-trained"):
             NCSNScheduler.from_training_scheduler(DDPMScheduler())
 
+    def test_trained_with_guard_in_a_bundle_config(self):
+        base = "monai_diffusion.networks.schedulers"
+        config = {
+            "train": {"_target_": f"{base}.DDPMScheduler"},
+            "good": {"_target_": f"{base}.ProbabilityFlowScheduler", "sde": "vp", "trained_with": "@train"},
+            "bad": {"_target_": f"{base}.PredictorCorrectorScheduler", "sde": "ve", "trained_with": "@train"},
+            "bad_ncsn": {"_target_": f"{base}.NCSNScheduler", "trained_with": "@train"},
+        }
+        parser = ConfigParser(config)
+        self.assertIsInstance(parser.get_parsed_content("good"), ProbabilityFlowScheduler)
+        for key in ("bad", "bad_ncsn"):
+            with self.assertRaises(RuntimeError) as ctx:  # MONAI wraps the constructor's error
+                ConfigParser(config).get_parsed_content(key)
+            self.assertIsInstance(ctx.exception.__cause__, ValueError)
+            self.assertIn("cannot sample a model trained with", str(ctx.exception.__cause__))
+
     def test_ddpm_trained_model_sampled_by_vp_sde(self):
         # the exact model of DDPM's own discrete process (as a DDPM-trained network would be) drives the VP ODE
         ddpm = DDPMScheduler()
