@@ -9,7 +9,7 @@ from monai.networks.schedulers import DDPMScheduler as MonaiDDPM
 from parameterized import parameterized
 
 from monai_diffusion.inferers import DiffusionInferer, NullCondition, marginal_coefficients, start_index
-from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler
+from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, EulerMaruyamaScheduler
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 from tests.test_utils import assert_allclose, dims_cases, make_input
 
@@ -65,6 +65,31 @@ class TestTrainingForward(unittest.TestCase):
         self.assertEqual(pred.shape, x.shape)
         with self.assertRaisesRegex(ValueError, "noise must have the shape"):
             inferer(x, net, torch.randn(1, 1), t, condition=cond)
+
+    @parameterized.expand(
+        [
+            ("ddpm", lambda: DDPMScheduler(100)),
+            ("vp_sde", lambda: EulerMaruyamaScheduler(100, sde="vp")),
+            ("subvp_sde", lambda: EulerMaruyamaScheduler(100, sde="subvp")),
+            ("ve_sde", lambda: EulerMaruyamaScheduler(100, sde="ve")),
+            ("monai_ddpm", lambda: MonaiDDPM(100)),
+        ]
+    )
+    def test_every_forward_process(self, _, make):
+        """The network sees x_t = alpha x0 + sigma eps of the scheduler's own forward process."""
+        sched = make()
+        seen = {}
+
+        def net(x, timesteps):
+            seen["x"], seen["t"] = x, timesteps
+            return torch.zeros_like(x)
+
+        x0, noise = make_input((3, 1, 4, 4, 4)), make_input((3, 1, 4, 4, 4), seed=1)
+        t = torch.tensor([0, 40, 99])
+        DiffusionInferer(sched)(x0, net, noise, t)
+        a, s = (v.float().reshape(-1, 1, 1, 1, 1) for v in marginal_coefficients(sched, t))
+        assert_allclose(seen["x"], a * x0 + s * noise, rtol=1e-5, atol=1e-5)
+        self.assertEqual(seen["t"].tolist(), t.tolist())
 
     def test_unknown_mode(self):
         with self.assertRaisesRegex(ValueError, "unknown condition_mode"):
