@@ -31,6 +31,7 @@ from monai_diffusion.networks.schedulers.sde import (
     FINAL,
     VESDE,
     ContinuousTimeScheduler,
+    num_train_timesteps_of,
     sde_from_training_scheduler,
 )
 
@@ -160,7 +161,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
                 f"NCSNScheduler samples VE-trained models (x = x0 + sigma eps), but {type(scheduler).__name__} "
                 f"trains with {sde!r}; use the DDPM/DDIM/DPM-Solver samplers or the SDE samplers with sde='vp'"
             )
-        kwargs.setdefault("num_train_timesteps", int(scheduler.num_train_timesteps))
+        kwargs.setdefault("num_train_timesteps", num_train_timesteps_of(scheduler))
         kwargs.setdefault("prediction_type", getattr(scheduler, "prediction_type", "epsilon"))
         return cls(sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, **kwargs)
 
