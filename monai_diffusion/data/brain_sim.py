@@ -58,7 +58,7 @@ DEFAULT_SUBJECTS: int = 40
 #: default image size per spatial dimension: 64 x 64 slices in 2D, 32^3 volumes in 3D
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 #: bumped whenever the simulation changes, so that stale folders are rebuilt
-FORMAT_VERSION: int = 4
+FORMAT_VERSION: int = 5
 
 _DATALIST = "datalist.json"
 _PREVIEW = "preview.png"
@@ -138,7 +138,14 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     import gzip
 
     blob = _nifti_header(array.shape, array.dtype, affine) + np.asarray(array).tobytes(order="F")
-    path.write_bytes(gzip.compress(blob, compresslevel=1, mtime=0))
+    _write_atomic(path, gzip.compress(blob, compresslevel=1, mtime=0))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a concurrent reader never sees a partial file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _subject_items(
@@ -193,7 +200,7 @@ def _subject_items(
             )
     for it in items:
         it.update(healthy=not lesions, subject=sid, params=params)
-    record.write_text(json.dumps({"key": key, "items": items}, sort_keys=True))
+    _write_atomic(record, json.dumps({"key": key, "items": items}, sort_keys=True).encode())
     return [dict(it, section=section) for it in items]
 
 
@@ -285,9 +292,7 @@ def prepare_dataset(
             "numTest": len(sections["test"]),
             **sections,
         }
-        tmp = datalist_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(datalist, indent=1, sort_keys=True))
-        os.replace(tmp, datalist_path)
+        _write_atomic(datalist_path, json.dumps(datalist, indent=1, sort_keys=True).encode())
     if preview:
         from monai_diffusion.data.preview import write_preview
 

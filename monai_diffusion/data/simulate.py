@@ -62,7 +62,8 @@ SIMULATION_RANGES: dict[str, tuple[float, float]] = {
     "lesion_radius_mm": (3.0, 12.0),  # per semi-axis
     "lesion_strength": (0.8, 1.0),  # lesion fraction a inside the mask
 }
-_FOV_MARGIN = 1.1  # field of view = brain extent times this
+_FOV_MARGIN = 1.2  # in-plane (and 3D) field of view = largest brain extent times this: room for the deformations
+_Z_MARGIN = 1.35  # 2D: the slice stack covers the brain height times this (slices without brain are dropped)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ def _brain_box() -> tuple[np.ndarray, np.ndarray]:
 def make_grid(dim: int, size: int) -> Grid:
     """The output grid of the data set.
 
-    3D: a ``size^3`` cube covering the template brain (plus a 10% margin) with isotropic voxels.
-    2D: ``size x size`` axial slices with the same in-plane coverage, stacked along z at the same spacing over the
-    brain's height; each slice that holds brain becomes one 2D image.
+    3D: a ``size^3`` cube covering the template brain's largest extent plus 20% (room for the random affine and
+    deformation), isotropic voxels. 2D: ``size x size`` axial slices with the same in-plane coverage, stacked along
+    z at the same spacing over the brain's height plus 35%; each slice that holds brain becomes one 2D image.
 
     Args:
         dim: 2 or 3.
@@ -135,7 +136,7 @@ def make_grid(dim: int, size: int) -> Grid:
         shape = (int(size),) * 3
     else:
         spacing = float(extent[:2].max() * _FOV_MARGIN / size)
-        nz = int(np.ceil(extent[2] * _FOV_MARGIN / spacing))
+        nz = int(np.ceil(extent[2] * _Z_MARGIN / spacing))
         shape = (int(size), int(size), nz)
     origin = centre - spacing * (np.asarray(shape) - 1) / 2.0
     return Grid(
