@@ -4,10 +4,12 @@ import unittest
 
 import torch
 from monai.networks.nets import VQVAE, AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
 from parameterized import parameterized
 
 from monai_diffusion.inferers import (
     ClassifierFreeGuidance,
+    ClassifierGuidance,
     LatentDiffusionInferer,
     NullCondition,
     decode_latent,
@@ -83,6 +85,19 @@ class TestLatent(unittest.TestCase):
         self.assertEqual(pred.shape, scaled.shape)
         guided = ClassifierFreeGuidance(unet, 2.0, NullCondition(class_label=2))
         out = inferer.sample(noise, ae, guided, conditioning=torch.tensor(1), mode="class_label", num_inference_steps=2)
+        self.assertEqual(out.shape, images.shape)
+        classifier = DiffusionModelEncoder(
+            spatial_dims=dims,
+            in_channels=3,
+            out_channels=2,
+            input_shape=tuple(scaled.shape[2:]),
+            channels=(8, 8),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            norm_num_groups=8,
+        )
+        both = ClassifierGuidance(guided, classifier, 1.0, inferer.scheduler)
+        out = inferer.sample(noise, ae, both, conditioning={"class_label": torch.tensor(1)}, num_inference_steps=2)
         self.assertEqual(out.shape, images.shape)
         latents = inferer.sample(noise, ae, unet, conditioning=torch.tensor(0), mode="class_label", decode=False)
         self.assertEqual(latents.shape, scaled.shape)
