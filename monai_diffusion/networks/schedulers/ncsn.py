@@ -188,7 +188,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
         n_levels = len(levels)
         budget = getattr(self, "_langevin_budget", n_levels * self.steps_per_level)
         counts = [budget // n_levels + (1 if i < budget % n_levels else 0) for i in range(n_levels)]
-        sigmas = self.sde.sigma(grid)
+        sigmas = self.sde.marginal(grid)[1]  # VE: alpha = 1, sigma = sigma_min (sigma_max / sigma_min)^t
         sigma_last = float(sigmas[-1])
         if self.step_lr is not None:
             ratio = self.step_lr / sigma_last**2
@@ -197,8 +197,9 @@ class NCSNScheduler(ContinuousTimeScheduler):
             ratio = optimal_step_ratio(gamma, max(1, min(counts)))
         else:
             ratio = 0.5
-        self.sigmas = sigmas.to(self.sigmas.device)
-        self.step_sizes = self.sigmas * self.sigmas * ratio
+        device = self._table_device()
+        self.sigmas = sigmas.to(device)
+        self.step_sizes = (ratio * sigmas**2).to(device)
         plan: list[tuple[int, float, float]] = []
         for level, (t, count) in enumerate(zip(levels, counts)):
             plan += [(CORRECT, t, ratio * float(sigmas[level]) ** 2)] * count
