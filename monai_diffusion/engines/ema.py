@@ -29,6 +29,8 @@ class ExponentialMovingAverage(nn.Module):
     The averaged network is :attr:`averaged` (use it for sampling); buffers (e.g. norm statistics) are copied.
     """
 
+    num_updates: torch.Tensor
+
     def __init__(self, network: nn.Module, decay: float = 0.999, warmup: bool = True, every: int = 1) -> None:
         super().__init__()
         if not 0.0 <= decay < 1.0:

@@ -286,7 +286,7 @@ class DiffusionInferer(Inferer):
             the encoded state at the end time (and the intermediates).
         """
         scheduler = scheduler if scheduler is not None else self.scheduler
-        prediction_type = prediction_type or getattr(scheduler, "prediction_type", "epsilon")
+        prediction_type = str(prediction_type or getattr(scheduler, "prediction_type", "epsilon"))
         grid = torch.unique(torch.as_tensor(scheduler.timesteps))  # ascending, duplicates (multi-eval) removed
         if end_timestep is not None:
             grid = grid[grid.to(torch.float64) <= float(end_timestep)]

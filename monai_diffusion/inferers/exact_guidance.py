@@ -153,8 +153,8 @@ def guided_ode_quantiles(
     z = torch.special.ndtri(u).reshape(num_points, *event)
     lam0 = sigma_start / alpha_start
     y = z / alpha_start
-    lams = torch.logspace(torch.log10(torch.tensor(lam0)), torch.log10(torch.tensor(lambda_min)), num_steps + 1)
-    lams = lams.tolist() + [0.0]
+    geometric = torch.logspace(torch.log10(torch.tensor(lam0)), torch.log10(torch.tensor(lambda_min)), num_steps + 1)
+    lams: list[float] = [float(v) for v in geometric] + [0.0]
 
     def f(yv: torch.Tensor, lam: float) -> torch.Tensor:
         alpha = (1.0 + lam**2) ** -0.5

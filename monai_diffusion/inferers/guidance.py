@@ -144,7 +144,7 @@ class ClassifierGuidance(GuidedModel):
         self.classifier = classifier
         self.guidance_scale = float(guidance_scale)
         self.scheduler = scheduler
-        self.prediction_type = prediction_type or getattr(scheduler, "prediction_type", "epsilon")
+        self.prediction_type: str = str(prediction_type or getattr(scheduler, "prediction_type", "epsilon"))
         if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
         self.label = None if label is None else int(label)

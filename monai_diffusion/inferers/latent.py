@@ -36,14 +36,15 @@ def encode_latent(
     Raises:
         TypeError: if the model has neither interface.
     """
-    if hasattr(autoencoder, "sampling") and hasattr(autoencoder, "encode"):
-        z_mu, z_sigma = autoencoder.encode(images)
+    model: Any = autoencoder  # duck-typed first-stage interface
+    if hasattr(model, "sampling") and hasattr(model, "encode"):
+        z_mu, z_sigma = model.encode(images)
         if not sample_posterior:
             return z_mu
         noise = torch.randn(z_mu.shape, generator=generator, device=z_mu.device, dtype=z_mu.dtype)
         return z_mu + z_sigma * noise
-    if hasattr(autoencoder, "encode_stage_2_inputs"):
-        return autoencoder.encode_stage_2_inputs(images)
+    if hasattr(model, "encode_stage_2_inputs"):
+        return model.encode_stage_2_inputs(images)
     raise TypeError(
         f"{type(autoencoder).__name__} is not a first-stage model: expected AutoencoderKL-style encode/sampling "
         "or encode_stage_2_inputs"
@@ -52,9 +53,10 @@ def encode_latent(
 
 def decode_latent(autoencoder: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Decode (unscaled) latents with ``decode_stage_2_outputs`` (a VQ-VAE re-quantises first)."""
-    if not hasattr(autoencoder, "decode_stage_2_outputs"):
+    model: Any = autoencoder
+    if not hasattr(model, "decode_stage_2_outputs"):
         raise TypeError(f"{type(autoencoder).__name__} has no decode_stage_2_outputs")
-    return autoencoder.decode_stage_2_outputs(latents)
+    return model.decode_stage_2_outputs(latents)
 
 
 def _batches(data: torch.Tensor | Iterable, image_key: str) -> Iterable[torch.Tensor]:
