@@ -31,7 +31,7 @@ from monai_diffusion.networks.schedulers.sde import (
 )
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 from tests.networks.schedulers.contract import SchedulerContract, sample_loop
-from tests.test_utils import assert_allclose, make_input
+from tests.test_utils import assert_allclose, make_input, skip_if_no_cuda
 
 SDES = [("vp", VPSDE()), ("subvp", SubVPSDE()), ("ve", VESDE())]
 
@@ -298,6 +298,16 @@ class TestSamplerBehaviour(unittest.TestCase):
             ref, _ = sample_loop(s, ExactModel(MIXTURE, s), noise)
             torch.testing.assert_close(out, ref)
         self.assertTrue(bool(torch.isfinite(out).all()))
+
+    @skip_if_no_cuda
+    def test_cuda_with_cuda_generator(self):
+        for cls in (PredictorCorrectorScheduler, ProbabilityFlowScheduler, NCSNScheduler):
+            s = cls().to("cuda")
+            s.set_timesteps(6, device="cuda")
+            model = ExactModel(MIXTURE, s)
+            x, x0 = sample_loop(s, model, make_input((2, 1, 8, 8, 8)).cuda(), torch.Generator("cuda").manual_seed(0))
+            self.assertEqual(x.device.type, "cuda")
+            self.assertTrue(bool(torch.isfinite(x).all()))
 
     def test_probability_flow_round_trip(self):
         # the ODE is invertible: integrating the exact flow forward (data -> noise) and back recovers the data
