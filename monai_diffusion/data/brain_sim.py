@@ -138,11 +138,15 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     import gzip
 
     blob = _nifti_header(array.shape, array.dtype, affine) + np.asarray(array).tobytes(order="F")
-    _write_atomic(path, gzip.compress(blob, compresslevel=1, mtime=0))
+    path.write_bytes(gzip.compress(blob, compresslevel=1, mtime=0))
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a concurrent reader never sees a partial file."""
+    """Write through a temporary file and rename, so a concurrent reader never sees a partial file.
+
+    Used for the JSON records, which are written after a subject's (or the set's) images and mark them complete;
+    the images themselves are written directly (renaming thousands of small files costs seconds of system time).
+    """
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
