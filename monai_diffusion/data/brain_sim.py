@@ -371,7 +371,8 @@ class BrainSimDataset(CacheDataset):
     Args:
         root_dir: folder holding prepared data sets.
         section: ``"training"``, ``"validation"`` or ``"test"``.
-        transform: transforms applied to each item dict (paths); e.g. :func:`load_transforms`. Default: none.
+        transform: transforms applied to each item dict (which holds paths), e.g. :func:`load_transforms`;
+            None (default) returns the items as they are.
         dim: 2 or 3.
         size: voxels per side (default 64 in 2D, 32 in 3D).
         subjects: number of subjects (default 40).
@@ -391,7 +392,7 @@ class BrainSimDataset(CacheDataset):
         self,
         root_dir: str | os.PathLike,
         section: str = "training",
-        transform: Sequence[Callable] | Callable = (),
+        transform: Sequence[Callable] | Callable | None = None,
         dim: int = 2,
         size: int | None = None,
         subjects: int | None = None,
@@ -436,7 +437,7 @@ class BrainSimDataset(CacheDataset):
             data = [d for d in data if d["healthy"]]
         super().__init__(
             data=data,
-            transform=transform,
+            transform=transform if transform is not None else (),
             cache_num=cache_num,
             cache_rate=cache_rate,
             num_workers=num_workers,
