@@ -177,6 +177,7 @@ def _subject_items(
         if stored.get("key") == key and all((out_dir / p).is_file() for it in stored["items"] for p in _files(it)):
             return [dict(it, section=section) for it in stored["items"]]
     folder.mkdir(parents=True, exist_ok=True)
+    record.unlink(missing_ok=True)  # an interrupted rebuild must not leave a record that vouches for mixed files
     sim = simulate_subject(s_seed, grid, lesions=lesions, contrasts=contrasts)
     params = sim["params"]
     keys = (*contrasts, "label", "lesion")

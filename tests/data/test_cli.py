@@ -73,6 +73,12 @@ class TestDataCli(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("cannot write to the output folder", err)
 
+    def test_contrast_names_match_the_simulator(self):
+        from monai_diffusion.data import cli
+        from monai_diffusion.data.mri_physics import CONTRASTS
+
+        self.assertEqual(cli._CONTRASTS, CONTRASTS)
+
     def test_no_action(self):
         code, _, err = _run(["data"])
         self.assertEqual(code, 2)
