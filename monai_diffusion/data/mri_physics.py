@@ -120,7 +120,9 @@ def inversion_recovery(
 
 
 def csf_null_inversion_time(t1: float, tr: float) -> float:
-    """Inversion time that nulls a tissue with longitudinal relaxation ``t1`` in eq. IR: ``T1 ln(2 / (1 + e^{-TR/T1}))``.
+    """Inversion time nulling a tissue with longitudinal relaxation ``t1`` in eq. IR.
+
+    ``TI = T1 ln(2 / (1 + exp(-TR / T1)))``, the root of ``1 - 2 exp(-TI/T1) + exp(-TR/T1)``.
 
     Args:
         t1: T1 of the tissue to null (CSF for FLAIR), ms.
@@ -135,7 +137,7 @@ def csf_null_inversion_time(t1: float, tr: float) -> float:
 
 
 def contrast_signal(contrast: str, tissue: Mapping[str, np.ndarray | float], sequence: Mapping[str, float]):
-    """Signal of one contrast for tissue parameters ``tissue = {"pd", "t1", "t2"}`` and ``sequence = {"tr", "te"[, "ti"]}``.
+    """Signal of one contrast for ``tissue = {"pd", "t1", "t2"}`` and ``sequence = {"tr", "te"[, "ti"]}``.
 
     ``t2w`` and ``pd`` use eq. SE; ``t1w`` and ``flair`` use eq. IR (they need ``ti``).
 
