@@ -27,10 +27,10 @@ Samplers (each one a ``monai.networks.schedulers.Scheduler``, driven by the plai
 Units and conventions shared with the rest of ``monai_diffusion.networks.schedulers``:
 
 * The network is conditioned on ``timestep = t * (num_train_timesteps - 1)`` (floats between 0 and 999 by default),
-  so a network trained with DDPM's integer timesteps and linear schedule is sampled by the VP samplers as in [SDE]
-  (Appendix C uses the same mapping for DDPM checkpoints). The two forward processes agree to within 0.0016 in
-  ``alpha`` and 0.010 in ``sigma`` at every integer timestep (largest near t = 0, where DDPM's first step already
-  has sigma = 0.01); ``tests/networks/schedulers/test_sde.py`` holds them to that.
+  so a network trained with DDPM's integer timesteps and linear schedule is sampled by the VP samplers (the
+  label mapping the [SDE] reference code uses for discretely trained VP models). The two forward processes agree
+  to within 0.0017 in ``alpha`` and 0.0101 in ``sigma`` at every integer timestep (largest near t = 0, where DDPM's
+  first step already has sigma = 0.01); ``tests/networks/schedulers/test_sde.py`` holds them to that.
 * The network predicts ``epsilon`` (default), ``sample`` (x0) or ``v_prediction`` in every framework; the score is
   ``-eps / sigma`` (``eps`` recovered from x0 or v through the marginal ``(alpha, sigma)``).
 * Shared forward processes (a model trained with one may be sampled by every sampler listed with it):
