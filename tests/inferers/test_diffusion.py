@@ -9,7 +9,12 @@ from monai.networks.schedulers import DDPMScheduler as MonaiDDPM
 from parameterized import parameterized
 
 from monai_diffusion.inferers import DiffusionInferer, NullCondition, marginal_coefficients, start_index
-from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, EulerMaruyamaScheduler
+from monai_diffusion.networks.schedulers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerMaruyamaScheduler,
+)
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 from tests.test_utils import assert_allclose, dims_cases, make_input
 
@@ -210,6 +215,23 @@ class TestPartialNoising(unittest.TestCase):
         self.assertLess((close - image).abs().mean().item(), 0.15)
         with self.assertRaisesRegex(ValueError, "start_image needs"):
             DiffusionInferer(sched).sample(image, model, start_image=image)
+
+    def test_stateful_sampler_partial_noising(self):
+        """Multistep samplers refuse to start mid-grid; a truncated grid starting at the start step works."""
+        sched = DPMSolverMultistepScheduler(1000)
+        sched.set_timesteps(20)
+        model = ExactModel(MIX, sched)
+        image = MIX.sample((4, 1, 32, 32), generator=torch.Generator().manual_seed(0)).float()
+        with self.assertRaisesRegex(ValueError, "in order"):
+            DiffusionInferer(sched).sample(make_input(image.shape), model, start_image=image, strength=0.5)
+        grid = sched.timesteps[10:]
+        sched.set_timesteps(timesteps=grid)
+        model.calls = 0
+        out = DiffusionInferer(sched).sample(
+            make_input(image.shape), model, start_image=image, start_timestep=float(grid[0])
+        )
+        self.assertEqual(model.calls, 10)
+        self.assertLess(wasserstein1(out, MIX), 0.05)
 
     @parameterized.expand(dims_cases())
     def test_ddim_inversion_round_trip(self, _, dims):
