@@ -141,9 +141,11 @@ class DDPMScheduler(DiscreteTimeScheduler):
             elif self.variance_type == "fixed_large":
                 std = math.sqrt(beta)
             elif self.variance_type == "learned":
+                assert var_values is not None
                 std = torch.exp(0.5 * var_values)
             else:
+                assert var_values is not None
                 frac = (var_values.clamp(-1, 1) + 1) / 2
-                std = torch.exp(0.5 * (frac * math.log(beta) + (1 - frac) * math.log(beta_tilde)))
+                std = torch.exp(0.5 * (math.log(beta) * frac + math.log(beta_tilde) * (1 - frac)))
             prev = prev + std * randn_like(x, generator)
         return prev.to(dtype), x0.to(dtype)

@@ -91,6 +91,8 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
     allows_fractional_timesteps = True
     default_spacing = "log_snr"
     last_timestep_zero = False
+    x0_prev: torch.Tensor | None
+    x0_prev2: torch.Tensor | None
 
     def __init__(
         self,
@@ -187,7 +189,7 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
             prev = x0
         else:
             order = self._order_at(i)
-            history = [x0, self.x0_prev, self.x0_prev2][:order]
+            history = [h for h in (x0, self.x0_prev, self.x0_prev2) if h is not None][:order]
             lambdas = self._lambdas_seq[i - order + 1 : i + 1][::-1]
             prev = dpm_solver_pp_update(
                 x,

@@ -143,6 +143,9 @@ class HeunKarrasScheduler(_KarrasBase):
     prediction at the next level. See the module docstring.
     """
 
+    sample_prev: torch.Tensor | None
+    eps_prev: torch.Tensor | None
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.register_buffer("sample_prev", None, persistent=False)
@@ -199,6 +202,8 @@ class HeunKarrasScheduler(_KarrasBase):
         else:
             s_prev, s_cur = self._levels_seq[i - 1], self._levels_seq[i]
             x0, eps = self._eps(model_output, x, s_cur)
+            if self.sample_prev is None or self.eps_prev is None:
+                raise RuntimeError("Heun corrector stage without a predictor stage; call set_timesteps")
             y_next = self.sample_prev + (s_cur - s_prev) * 0.5 * (self.eps_prev + eps)
             s_next = s_cur
             self.sample_prev = None

@@ -83,6 +83,10 @@ class UniPCMultistepScheduler(DiscreteTimeScheduler):
     allows_fractional_timesteps = True
     default_spacing = "log_snr"
     last_timestep_zero = False
+    x0_hist0: torch.Tensor | None
+    x0_hist1: torch.Tensor | None
+    x0_hist2: torch.Tensor | None
+    last_sample: torch.Tensor | None
 
     def __init__(
         self,
@@ -208,7 +212,7 @@ class UniPCMultistepScheduler(DiscreteTimeScheduler):
         dtype = sample.dtype
         x = sample.float()
         x0 = self.predict_x0_eps(model_output.float(), x, self._alphas_seq[i], self._sigmas_seq[i])[0]
-        if self.use_corrector and i > 0 and i < n - 1:
+        if self.use_corrector and 0 < i < n - 1 and self.last_sample is not None:
             x = self._update(self.last_sample, i - 1, i, self._history()[: self._last_order], new=x0)
         self.x0_hist2, self.x0_hist1, self.x0_hist0 = self.x0_hist1, self.x0_hist0, x0
         if i == n - 1:
