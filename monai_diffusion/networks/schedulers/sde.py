@@ -53,7 +53,7 @@ Units and conventions shared with the rest of ``monai_diffusion.networks.schedul
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -588,17 +588,19 @@ class ContinuousTimeScheduler(BaseScheduler):
         return self.sde.marginal(t / (self.num_train_timesteps - 1))
 
     # ------------------------------------------------------------------------------------------ timesteps
-    def time_grid(self, num_points: int) -> torch.Tensor:
-        """``num_points`` decreasing continuous times from 1 to ``t_min`` with the configured spacing (float64)."""
+    def time_grid(self, num_points: int, t_start: float = 1.0, t_end: float | None = None) -> torch.Tensor:
+        """``num_points`` decreasing continuous times from ``t_start`` to ``t_end`` (default ``t_min``) with the
+        configured spacing (uniform in ``t`` or in log-SNR), float64."""
+        t_end = self.t_min if t_end is None else float(t_end)
         if num_points < 1:
             raise ValueError(f"need at least one time point, got {num_points}")
         if num_points == 1:
-            return torch.ones(1, dtype=torch.float64)
+            return torch.full((1,), float(t_start), dtype=torch.float64)
         if self.time_spacing == "uniform":
-            return torch.linspace(1.0, self.t_min, num_points, dtype=torch.float64)
-        lam_max, lam_min = float(self.sde.log_snr(self.t_min)), float(self.sde.log_snr(1.0))
-        grid = self.sde.time_of_log_snr(torch.linspace(lam_min, lam_max, num_points, dtype=torch.float64))
-        grid[0], grid[-1] = 1.0, self.t_min
+            return torch.linspace(float(t_start), t_end, num_points, dtype=torch.float64)
+        lam_start, lam_end = float(self.sde.log_snr(t_start)), float(self.sde.log_snr(t_end))
+        grid = self.sde.time_of_log_snr(torch.linspace(lam_start, lam_end, num_points, dtype=torch.float64))
+        grid[0], grid[-1] = float(t_start), t_end
         return grid
 
     def _custom_grid(self, timesteps: Any) -> torch.Tensor:
@@ -860,6 +862,57 @@ class ProbabilityFlowScheduler(ContinuousTimeScheduler):
             if self.solver == "heun":
                 plan.append((HEUN, times[i + 1], times[i]))
         return plan + [(FINAL, times[-1], 0.0)]
+
+    def encode(
+        self,
+        model: Callable[..., torch.Tensor],
+        sample: torch.Tensor,
+        num_inference_steps: int,
+        start_timestep: float | None = None,
+        end_timestep: float | None = None,
+        **model_kwargs: Any,
+    ) -> torch.Tensor:
+        """Deterministic encoding: integrate the probability-flow ODE forward in time ([SDE] Sec. 4.3).
+
+        Heun steps on the configured spacing from ``start_timestep`` (default ``t_min``, i.e. clean data) to
+        ``end_timestep`` (default ``N - 1``, the prior), ``2 (num_inference_steps // 2)`` model evaluations. Decoding
+        with ``set_timesteps(timesteps=<the same grid, decreasing>)`` and ``denoise=False`` inverts it up to the
+        solver error (partial encoding to an intermediate timestep works the same way).
+
+        Args:
+            model: called as ``model(x, timesteps, **model_kwargs)`` with ``timesteps`` of shape (B,).
+            sample: the data (or the sample at ``start_timestep``), (B, C, *spatial).
+            num_inference_steps: evaluation budget (at least 2).
+            start_timestep, end_timestep: network timesteps to integrate between (start < end).
+            model_kwargs: passed to the model (e.g. conditioning).
+
+        Returns:
+            the encoding at ``end_timestep``, in the dtype of ``sample``.
+        """
+        n = self.num_train_timesteps - 1
+        t_start = self.t_min if start_timestep is None else float(start_timestep) / n
+        t_stop = 1.0 if end_timestep is None else float(end_timestep) / n
+        if not self.t_min - 1e-12 <= t_start < t_stop <= 1.0:
+            raise ValueError(
+                f"need {self.t_min * n:.4g} <= start_timestep < end_timestep <= {n}, got {start_timestep}, {end_timestep}"
+            )
+        if num_inference_steps < 2:
+            raise ValueError(f"encoding needs at least 2 evaluations (one Heun step), got {num_inference_steps}")
+        grid = self.time_grid(num_inference_steps // 2 + 1, t_start=t_stop, t_end=t_start).flip(0).tolist()
+        dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
+        x = sample.to(dtype)
+
+        def derivative(y: torch.Tensor, t: float) -> torch.Tensor:
+            stamp = torch.full((y.shape[0],), t * n, dtype=torch.float32, device=y.device)
+            alpha, sigma = self.sde.marginal(t)
+            _, eps = self.predict_x0_eps(model(y, stamp, **model_kwargs).to(dtype), y, alpha, sigma)
+            return probability_flow_derivative(y, -eps / float(sigma), self.sde, _t(t))
+
+        for t_a, t_b in zip(grid[:-1], grid[1:]):
+            d_a = derivative(x, t_a)
+            d_b = derivative(x + (t_b - t_a) * d_a, t_b)
+            x = x + (t_b - t_a) * 0.5 * (d_a + d_b)
+        return x.to(sample.dtype)
 
     def _update(self, kind, x, x0, score, t, s, generator):
         deriv = probability_flow_derivative(x, score, self.sde, _t(t))
