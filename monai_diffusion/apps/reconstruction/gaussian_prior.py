@@ -151,12 +151,16 @@ class StationaryGaussianPrior(nn.Module):
     def map_estimate(
         self, operator: LinearOperator, y: torch.Tensor, noise_std: float, max_iter: int = 100, tol: float = 1e-8
     ) -> torch.Tensor:
-        """Posterior mean (= MAP) for a real-domain linear operator and Gaussian noise of std ``noise_std`` > 0:
-        ``(A^H A + s^2 C^{-1}) x = A^H y + s^2 C^{-1} m`` by conjugate gradients (a Wiener filter)."""
+        """Posterior mean (= MAP) for a real-domain linear operator and Gaussian noise ``noise_std`` > 0.
+
+        Solves ``(A^H A + v C^{-1}) x = A^H y + v C^{-1} m`` by conjugate gradients (a Wiener filter), with
+        ``v = noise_std^2`` for real measurements (std per sample) and ``v = noise_std^2 / 2`` for complex ones
+        (circular noise with ``E|n|^2 = noise_std^2``, i.e. ``noise_std^2 / 2`` per real component).
+        """
         if noise_std <= 0:
             raise ValueError(f"noise_std must be positive for the CG posterior mean, got {noise_std}")
         mean = self.mean.to(torch.float64).unsqueeze(0)
-        s2 = noise_std**2
+        s2 = noise_std**2 / (2 if y.is_complex() else 1)
         rhs = operator.A_adjoint(y).to(torch.float64) + s2 * self.apply_inverse_covariance(mean)
         rhs = rhs.expand(y.shape[0], *rhs.shape[1:]).contiguous()
 
