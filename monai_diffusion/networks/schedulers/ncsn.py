@@ -172,12 +172,6 @@ class NCSNScheduler(ContinuousTimeScheduler):
         self._langevin_budget = m
         return max(min(m, 2), math.ceil(m / self.steps_per_level))
 
-    def time_grid(self, num_points: int) -> torch.Tensor:
-        """Level times ``linspace(1, 0, L)``: geometric noise levels from ``sigma_max`` to ``sigma_min``."""
-        if num_points == 1:
-            return torch.ones(1, dtype=torch.float64)
-        return torch.linspace(1.0, 0.0, num_points, dtype=torch.float64)
-
     def _custom_grid(self, timesteps: Any) -> torch.Tensor:
         grid = super()._custom_grid(timesteps)
         self._langevin_budget = grid.numel() * self.steps_per_level
