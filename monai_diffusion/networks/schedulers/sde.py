@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from monai_diffusion.networks.schedulers.base import BaseScheduler, randn_like
+from monai_diffusion.networks.schedulers.base import BaseScheduler, karras_sigmas, randn_like
 
 __all__ = [
     "SDE",
@@ -485,7 +485,7 @@ def sde_from_training_scheduler(scheduler: Any) -> SDE:
 #: kinds of entries of ``timesteps``: a step to the next time, a Langevin corrector step at the current time,
 #: the second evaluation of a Heun step, and the last entry (denoise, or a noise-free step to t = 0)
 PREDICT, CORRECT, HEUN, FINAL = 0, 1, 2, 3
-TIME_SPACINGS = ("uniform", "log_snr")
+TIME_SPACINGS = ("uniform", "log_snr", "karras")
 
 
 class ContinuousTimeScheduler(BaseScheduler):
@@ -505,7 +505,9 @@ class ContinuousTimeScheduler(BaseScheduler):
         t_min: smallest time integrated to (``eps`` in [SDE]); default the SDE's (1e-3 VP/sub-VP, 1e-5 VE).
         denoise: make the last entry return the denoised ``E[x0 | x_{t_min}]`` (Tweedie) instead of a noise-free
             step to ``t = 0``.
-        time_spacing: ``"uniform"`` in ``t`` ([SDE]) or ``"log_snr"`` (uniform in ``log(alpha^2/sigma^2)``).
+        time_spacing: ``"uniform"`` in ``t`` ([SDE]), ``"log_snr"`` (uniform in ``log(alpha^2/sigma^2)``) or
+            ``"karras"`` (the VE-equivalent noise levels ``sigma / alpha`` spaced as in Karras et al. 2022, Eq. 5).
+        rho: the exponent of the ``"karras"`` spacing.
         clip_sample, clip_sample_range, thresholding, dynamic_thresholding_ratio, sample_max_value: x0
             post-processing, see :class:`~monai_diffusion.networks.schedulers.base.BaseScheduler`.
         trained_with: optionally the scheduler the model was trained with (e.g. ``"@train_scheduler"`` in a bundle
@@ -522,6 +524,7 @@ class ContinuousTimeScheduler(BaseScheduler):
         t_min: float | None = None,
         denoise: bool = True,
         time_spacing: str = "uniform",
+        rho: float = 7.0,
         clip_sample: bool = False,
         clip_sample_range: float = 1.0,
         thresholding: bool = False,
@@ -545,6 +548,9 @@ class ContinuousTimeScheduler(BaseScheduler):
         if time_spacing not in TIME_SPACINGS:
             raise ValueError(f"time_spacing must be one of {TIME_SPACINGS}, got {time_spacing!r}")
         self.time_spacing = time_spacing
+        if not rho > 0:
+            raise ValueError(f"rho must be positive, got {rho}")
+        self.rho = float(rho)
         self.denoise = bool(denoise)
         self.init_noise_sigma = float(self.sde.prior_std)
         grid = torch.arange(num_train_timesteps, dtype=torch.float64)
@@ -599,7 +605,12 @@ class ContinuousTimeScheduler(BaseScheduler):
         if self.time_spacing == "uniform":
             return torch.linspace(float(t_start), t_end, num_points, dtype=torch.float64)
         lam_start, lam_end = float(self.sde.log_snr(t_start)), float(self.sde.log_snr(t_end))
-        grid = self.sde.time_of_log_snr(torch.linspace(lam_start, lam_end, num_points, dtype=torch.float64))
+        if self.time_spacing == "log_snr":
+            lam = torch.linspace(lam_start, lam_end, num_points, dtype=torch.float64)
+        else:  # "karras": rho-spaced VE-equivalent noise levels sigma / alpha = exp(-lambda / 2)
+            sig = karras_sigmas(num_points, math.exp(-0.5 * lam_end), math.exp(-0.5 * lam_start), self.rho)
+            lam = -2.0 * torch.log(sig)
+        grid = self.sde.time_of_log_snr(lam)
         grid[0], grid[-1] = float(t_start), t_end
         return grid
 

@@ -240,6 +240,26 @@ class TestSamplerBehaviour(unittest.TestCase):
             corr_only.set_timesteps(n)
             self.assertEqual(len(corr_only.timesteps), 2 * max(1, (n - 1) // 2) + 1)
 
+    @parameterized.expand([("uniform",), ("log_snr",), ("karras",)])
+    def test_time_grids(self, spacing):
+        for sde in ("vp", "subvp", "ve"):
+            s = EulerMaruyamaScheduler(sde=sde, time_spacing=spacing)
+            grid = s.time_grid(12)
+            self.assertAlmostEqual(float(grid[0]), 1.0, places=12)
+            self.assertAlmostEqual(float(grid[-1]), s.t_min, places=12)
+            self.assertTrue(bool((grid[1:] < grid[:-1]).all()), f"{sde}/{spacing} grid not decreasing")
+            lam = s.sde.log_snr(grid)
+            steps = lam[1:] - lam[:-1]
+            if spacing == "log_snr":
+                assert_allclose(steps, steps.mean().expand_as(steps), rtol=1e-6)
+            if spacing == "karras":  # sigma / alpha = exp(-lambda / 2) is linear in its 7th root (Karras Eq. 5)
+                sig = torch.exp(-0.5 * lam)
+                assert_allclose(
+                    sig ** (1 / 7),
+                    torch.linspace(float(sig[0] ** (1 / 7)), float(sig[-1] ** (1 / 7)), 12, dtype=torch.float64),
+                    rtol=1e-6,
+                )
+
     def test_timesteps_layout(self):
         pc = PredictorCorrectorScheduler(n_corrector=2)
         pc.set_timesteps(9)
@@ -351,6 +371,7 @@ EXACT_CASES = [
     ("pf_vp_logsnr", lambda: ProbabilityFlowScheduler(sde="vp", time_spacing="log_snr"), 19, 0.025, 0.015),
     ("pf_subvp_x0", lambda: ProbabilityFlowScheduler(sde="subvp", prediction_type="sample"), 19, 0.03, 0.015),
     ("pf_ve_v", lambda: ProbabilityFlowScheduler(sde="ve", prediction_type="v_prediction"), 99, 0.03, 0.015),
+    ("pf_ve_karras", lambda: ProbabilityFlowScheduler(sde="ve", time_spacing="karras"), 49, 0.05, 0.025),
 ]
 
 
