@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     else:
+        ae: torch.nn.Module
         if args.kind == "kl":
             ae = AutoencoderKL(
                 spatial_dims=args.dim,
