@@ -123,6 +123,18 @@ class SDE:
         """JSON-serialisable constructor arguments."""
         raise NotImplementedError
 
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """A draw from the prior ``N(0, prior_std^2 I)`` (drawn on the generator's device, then moved)."""
+        gen_device = generator.device if generator is not None else device
+        z = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
+        return (z * self.prior_std).to(device) if device is not None else z * self.prior_std
+
     def drift(self, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
         """``f(x, t)``, broadcast over a batch when ``t`` has shape (B,)."""
         return _bcast(self.drift_coef(t), x) * x

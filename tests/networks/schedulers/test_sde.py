@@ -152,6 +152,18 @@ class TestSDEMaths(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "sigma_min < sigma_max"):
             VESDE(1.0, 0.5)
 
+    def test_prior(self):
+        for _, sde in SDES:
+            z = sde.prior_sample((4, 1, 32, 32), torch.Generator().manual_seed(0))
+            self.assertAlmostEqual(float(z.std()) / sde.prior_std, 1.0, delta=0.05)
+            # the marginal at t = 1 is (close to) the prior: sigma ~ prior_std, and for VP/sub-VP alpha ~ 0
+            a, s = sde.marginal(1.0)
+            self.assertAlmostEqual(float(s) / sde.prior_std, 1.0, delta=1e-3)
+            if not isinstance(sde, VESDE):
+                self.assertLess(float(a), 0.01)
+        self.assertEqual(EulerMaruyamaScheduler(sde="ve").init_noise_sigma, 50.0)
+        self.assertEqual(EulerMaruyamaScheduler(sde="subvp").init_noise_sigma, 1.0)
+
     def test_log_snr_inverse(self):
         for _, sde in SDES:
             t = torch.tensor([1e-3, 0.1, 0.5, 1.0], dtype=torch.float64)
