@@ -1,6 +1,7 @@
 """Classical reconstruction baselines: zero-filled, L1-wavelet compressed sensing (FISTA), filtered back-projection.
 
-* Zero-filled: ``A^H y`` (for normalised coil maps, the sensitivity-weighted coil combination).
+* Zero-filled: inverse FFT of the zero-filled k-space (magnitude / root-sum-of-squares for magnitude images,
+  ``A^H y``, the sensitivity-weighted combination, for complex images).
 * L1-wavelet CS (Lustig, Donoho & Pauly, "Sparse MRI", MRM 2007, eq. 1 in its Lagrangian form)
   ``min_x 0.5 ||A x - y||^2 + lam ||W x||_1`` with an orthonormal wavelet ``W`` (PyWavelets, periodised) solved by
   FISTA (Beck & Teboulle, SIAM J. Imaging Sci. 2009, eq. 4.1-4.3). The coarsest approximation band is left
@@ -17,12 +18,27 @@ import torch
 
 from monai_diffusion.operators.base import LinearOperator
 from monai_diffusion.operators.ct import ParallelBeamCT
+from monai_diffusion.operators.mri import MRIOperator, ifft_centered, root_sum_of_squares
 
 __all__ = ["zero_filled", "filtered_back_projection", "WaveletTransform", "l1_wavelet_cs"]
 
 
 def zero_filled(operator: LinearOperator, y: torch.Tensor) -> torch.Tensor:
-    """Zero-filled reconstruction ``A^H y``."""
+    """Zero-filled reconstruction.
+
+    For :class:`~monai_diffusion.operators.mri.MRIOperator` the conventional one: coil images ``F^H (M y_c)``, then
+    for complex images the sensitivity-weighted combination ``A^H y`` (single coil: the image itself), and for
+    real (magnitude) images the magnitude, single coil, or the root-sum-of-squares, multi-coil. Other operators:
+    ``A^H y``.
+    """
+    if isinstance(operator, MRIOperator):
+        if not operator.real_image:
+            return operator.A_adjoint(y)
+        operator.check_kspace(y)
+        coils = ifft_centered(operator.mask.to(device=y.device, dtype=y.real.dtype) * y, operator.spatial_dims)
+        if operator.sensitivity_maps is None:
+            return coils.abs()
+        return root_sum_of_squares(coils, dim=1, keepdim=True)
     return operator.A_adjoint(y)
 
 
