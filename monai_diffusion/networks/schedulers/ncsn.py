@@ -201,7 +201,16 @@ class NCSNScheduler(ContinuousTimeScheduler):
             plan.append((FINAL, levels[-1], 0.0))
         return plan
 
-    def _update(self, kind, x, x0, score, t, s, generator):
+    def _update(
+        self,
+        kind: int,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        score: torch.Tensor,
+        t: float,
+        s: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         if kind == FINAL:
             return x0  # Tweedie: x + sigma_L^2 score (with the configured x0 post-processing)
         return langevin_step(x, score, s, randn_like(x, generator))

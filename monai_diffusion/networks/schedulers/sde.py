@@ -527,6 +527,10 @@ class ContinuousTimeScheduler(BaseScheduler):
             (:func:`check_forward_process`). It is not stored.
     """
 
+    #: Heun's saved Euler-stage sample and derivative (registered buffers, None between steps)
+    _saved_sample: torch.Tensor | None
+    _saved_derivative: torch.Tensor | None
+
     def __init__(
         self,
         num_train_timesteps: int = 1000,
@@ -700,8 +704,16 @@ class ContinuousTimeScheduler(BaseScheduler):
             )
 
     def _update(
-        self, kind: int, x: torch.Tensor, x0: torch.Tensor, score: torch.Tensor, t: float, s: float, generator
+        self,
+        kind: int,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        score: torch.Tensor,
+        t: float,
+        s: float,
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
+        """The new sample for one plan entry of ``kind`` at time ``t`` (``s``: the entry's other time)."""
         raise NotImplementedError
 
     def step(
@@ -761,7 +773,16 @@ class EulerMaruyamaScheduler(ContinuousTimeScheduler):
         plan = [(PREDICT, times[i], times[i + 1]) for i in range(len(times) - 1)]
         return plan + [(FINAL, times[-1], 0.0)]
 
-    def _update(self, kind, x, x0, score, t, s, generator):
+    def _update(
+        self,
+        kind: int,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        score: torch.Tensor,
+        t: float,
+        s: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         if kind == FINAL:
             return x0 if self.denoise else euler_maruyama_step(x, score, self.sde, _t(t), _t(s), None)
         return euler_maruyama_step(x, score, self.sde, _t(t), _t(s), randn_like(x, generator))
@@ -830,11 +851,22 @@ class PredictorCorrectorScheduler(ContinuousTimeScheduler):
                 plan.append((FINAL, t, 0.0))
         return plan
 
-    def _predict(self, x, score, t, s, noise):
+    def _predict(
+        self, x: torch.Tensor, score: torch.Tensor, t: float, s: float, noise: torch.Tensor | None
+    ) -> torch.Tensor:
         fn = reverse_diffusion_step if self.predictor == "reverse_diffusion" else euler_maruyama_step
         return fn(x, score, self.sde, _t(t), _t(s), noise)
 
-    def _update(self, kind, x, x0, score, t, s, generator):
+    def _update(
+        self,
+        kind: int,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        score: torch.Tensor,
+        t: float,
+        s: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         if kind == CORRECT:
             alpha = self.sde.langevin_alpha(t, self.num_train_timesteps)
             return langevin_corrector_step(x, score, randn_like(x, generator), self.snr, alpha)
@@ -899,8 +931,9 @@ class ProbabilityFlowScheduler(ContinuousTimeScheduler):
 
         Heun steps on the configured spacing from ``start_timestep`` (default ``t_min``, i.e. clean data) to
         ``end_timestep`` (default ``N - 1``, the prior), ``2 (num_inference_steps // 2)`` model evaluations. Decoding
-        with ``set_timesteps(timesteps=<the same grid, decreasing>)`` and ``denoise=False`` inverts it up to the
-        solver error (partial encoding to an intermediate timestep works the same way).
+        with ``set_timesteps(timesteps=<the same grid, decreasing>)`` and ``denoise=False``, starting the loop from
+        the encoding itself (not scaled by ``init_noise_sigma``), inverts it up to the solver error; partial encoding
+        to an intermediate timestep works the same way.
 
         Args:
             model: called as ``model(x, timesteps, **model_kwargs)`` with ``timesteps`` of shape (B,).
@@ -937,7 +970,16 @@ class ProbabilityFlowScheduler(ContinuousTimeScheduler):
             x = x + (t_b - t_a) * 0.5 * (d_a + d_b)
         return x.to(sample.dtype)
 
-    def _update(self, kind, x, x0, score, t, s, generator):
+    def _update(
+        self,
+        kind: int,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        score: torch.Tensor,
+        t: float,
+        s: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         deriv = probability_flow_derivative(x, score, self.sde, _t(t))
         if kind == FINAL:
             return x0 if self.denoise else x + (s - t) * deriv
