@@ -71,7 +71,7 @@ class UniPCMultistepScheduler(DiscreteTimeScheduler):
         solver_order: predictor order ``p`` (1 to 3); the corrector adds one order.
         variant: ``"bh2"`` (default) or ``"bh1"``, the choice of ``B(h)``.
         use_corrector: apply UniC (set False for the plain UniP predictor).
-        lower_order_final: lower the order over the last steps of schedules shorter than 15 steps.
+        lower_order_final: lower the order over the last steps (step ``k`` from the end uses order ``<= k``).
         last_timestep_zero: if False (default), ``linspace``/``log_snr``/``karras`` grids are built with ``N + 1``
             points and the last (``t = 0``) is dropped: the final step jumps to clean data from the lowest remaining
             level instead of spending an evaluation at ``t = 0``, where the x0 prediction barely differs from ``x``.
@@ -155,10 +155,9 @@ class UniPCMultistepScheduler(DiscreteTimeScheduler):
         self.x0_hist0 = self.x0_hist1 = self.x0_hist2 = self.last_sample = None
 
     def _order_at(self, index: int) -> int:
-        n = len(self.timesteps)
         order = min(self.solver_order, index + 1)
-        if self.lower_order_final and n < 15:
-            order = min(order, n - index)
+        if self.lower_order_final:
+            order = min(order, len(self.timesteps) - index)
         return order
 
     def _history(self) -> list[torch.Tensor]:
