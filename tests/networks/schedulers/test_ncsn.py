@@ -88,6 +88,14 @@ class TestNCSNSchedule(unittest.TestCase):
         assert_allclose(sig, geometric_sigmas(50.0, 0.01, 10), rtol=1e-10)
         assert_allclose(s.step_sizes, 2e-5 * sig**2 / sig[-1] ** 2, rtol=1e-10)
 
+    def test_small_budgets_keep_min_levels(self):
+        for n, levels in [(10, 9), (20, 10), (50, 10), (200, 40)]:
+            s = NCSNScheduler()  # steps_per_level=5, min_levels=8
+            s.set_timesteps(n)
+            self.assertEqual(len(torch.unique_consecutive(s.timesteps)), levels, f"NFE {n}")
+        with self.assertRaisesRegex(ValueError, "min_levels"):
+            NCSNScheduler(min_levels=1)
+
     def test_custom_levels(self):
         s = NCSNScheduler(steps_per_level=2)
         s.set_timesteps(timesteps=[999.0, 600.0, 300.0, 0.0])
