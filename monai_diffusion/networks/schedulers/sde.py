@@ -38,7 +38,7 @@ Units and conventions shared with the rest of ``monai_diffusion.networks.schedul
   ====================================  =============================================================
   forward process used in training      samplers that share it
   ====================================  =============================================================
-  DDPM linear betas (1e-4..0.02, N)     DDPM/DDIM/DPM-Solver/Euler/Heun (discrete) and every SDE
+  DDPM linear betas (1e-4..0.02, N)     the discrete samplers (DDPM, DDIM, DPM-Solver++, UniPC, ...) and every SDE
                                         sampler with ``sde="vp"`` (``beta_min = N 1e-4``, ``beta_max = N 0.02``)
   ``VPSDE``                             the same as above
   ``SubVPSDE``                          the SDE samplers with ``sde="subvp"`` only
@@ -46,8 +46,9 @@ Units and conventions shared with the rest of ``monai_diffusion.networks.schedul
   ====================================  =============================================================
 
   :func:`check_forward_process` compares a training scheduler with a sampler and raises a ``ValueError`` naming
-  both processes when they differ (e.g. a VE sampler for a VP-trained model); ``from_training_scheduler``
-  builds a sampler with the SDE that matches a training scheduler.
+  both processes when they differ (e.g. a VE sampler for a VP-trained model); every sampler here runs it at
+  construction when given ``trained_with=<training scheduler>`` (``"@train_scheduler"`` in a bundle), and
+  ``from_training_scheduler`` builds a sampler with the SDE that matches a training scheduler.
 """
 
 from __future__ import annotations
