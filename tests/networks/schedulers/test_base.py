@@ -139,5 +139,23 @@ class TestDiscreteTimeScheduler(unittest.TestCase):
         self.assertLessEqual(float(x0.max()), 1.0 + 1e-6)
 
 
+class TestForwardProcessCompatibility(unittest.TestCase):
+    def test_discrete_pairs(self):
+        from monai.networks import schedulers as monai_schedulers
+
+        from monai_diffusion.networks.schedulers import (
+            DDPMScheduler,
+            HeunKarrasScheduler,
+            UniPCMultistepScheduler,
+            check_forward_process,
+        )
+
+        check_forward_process(DDPMScheduler(), DPMSolverMultistepScheduler())
+        check_forward_process(monai_schedulers.DDPMScheduler(), HeunKarrasScheduler())
+        check_forward_process(DDPMScheduler(schedule="cosine"), UniPCMultistepScheduler(schedule="cosine"))
+        with self.assertRaisesRegex(ValueError, "cosine"):
+            check_forward_process(DDPMScheduler(schedule="cosine"), DPMSolverMultistepScheduler())
+
+
 if __name__ == "__main__":
     unittest.main()
