@@ -116,6 +116,7 @@ class ParallelBeamCT(LinearOperator):
             theta = torch.as_tensor(list(angles), dtype=torch.float64)
             if theta.numel() == 0:
                 raise ValueError("angles is empty")
+        self.theta: torch.Tensor
         self.image_size = int(image_size)
         self.angle_chunk = max(1, int(angle_chunk))
         self.register_buffer("theta", theta)
@@ -153,9 +154,9 @@ class ParallelBeamCT(LinearOperator):
         flat = x.reshape(-1, n * n)
         outs = []
         for _, idx, w in self._chunks(x.dtype, x.device):
-            acc = 0
-            for k in range(4):
-                acc = acc + w[k] * flat[:, idx[k]]  # (M, A, r, s)
+            acc = w[0] * flat[:, idx[0]]  # (M, A, r, s)
+            for k in range(1, 4):
+                acc = acc + w[k] * flat[:, idx[k]]
             outs.append(acc.sum(-2))  # sum over ray samples r
         return torch.cat(outs, 1).reshape(*lead, self.num_angles, n)
 

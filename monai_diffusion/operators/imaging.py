@@ -55,6 +55,7 @@ class InpaintingOperator(LinearOperator):
 
     def __init__(self, mask: torch.Tensor | Sequence, spatial_dims: int = 2) -> None:
         super().__init__(spatial_dims)
+        self.mask: torch.Tensor
         m = torch.as_tensor(mask)
         if m.is_complex():
             raise TypeError("mask must be real (0/1), got a complex tensor")

@@ -113,7 +113,9 @@ def synthetic_coil_maps(
         centre = [radius * math.cos(ang), radius * math.sin(ang)]
         if len(shape) == 3:
             centre.append(0.5 * (-1) ** c)
-        dist2 = sum((grid[i] - centre[i]) ** 2 for i in range(len(shape)))
+        dist2 = torch.zeros(shape, dtype=torch.float64)
+        for i in range(len(shape)):
+            dist2 = dist2 + (grid[i] - centre[i]) ** 2
         mag = 1.0 / (1.0 + dist2)
         phase = ang + 0.5 * (grid[0] * math.cos(ang) + grid[1] * math.sin(ang))
         maps.append(torch.polar(mag, phase))
@@ -147,7 +149,7 @@ def smooth_phase(
             term = term * torch.cos(math.pi * f * grid[i])
         field = field + coef * term
     field = field - field.mean()
-    return max_phase * field / field.abs().max().clamp_min(1e-12)
+    return field * (max_phase / field.abs().max().clamp_min(1e-12))
 
 
 class MRIOperator(LinearOperator):
@@ -177,6 +179,8 @@ class MRIOperator(LinearOperator):
         cg_tol: float = 1e-8,
     ) -> None:
         super().__init__(spatial_dims, cg_iters, cg_tol)
+        self.mask: torch.Tensor
+        self.sensitivity_maps: torch.Tensor | None
         m = torch.as_tensor(mask)
         if m.is_complex():
             raise TypeError("mask must be real (0/1), got a complex tensor")
@@ -245,6 +249,8 @@ class MRIOperator(LinearOperator):
         return self.mask.to(device=ref.device, dtype=ref.real.dtype)
 
     def _maps(self, ref: torch.Tensor) -> torch.Tensor:
+        if self.sensitivity_maps is None:
+            raise RuntimeError("this operator has no sensitivity maps")
         return self.sensitivity_maps.to(device=ref.device, dtype=ref.dtype)
 
     # ------------------------------------------------------------------ contract

@@ -59,6 +59,8 @@ class StationaryGaussianPrior(nn.Module):
         if (p <= 0).any():
             raise ValueError("power must be positive")
         self.spatial_dims = m.ndim - 1
+        self.mean: torch.Tensor
+        self.power: torch.Tensor
         self.register_buffer("mean", m)
         self.register_buffer("power", 0.5 * (p + hermitian_flip(p, self.spatial_dims)))
 

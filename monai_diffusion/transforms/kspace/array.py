@@ -48,7 +48,7 @@ def _complex(x: NdarrayOrTensor, what: str) -> torch.Tensor:
 
 
 def _check_maps(
-    maps: torch.Tensor, kspace_or_image: torch.Tensor, spatial_dims: int, coils: int | None
+    maps: NdarrayOrTensor, kspace_or_image: torch.Tensor, spatial_dims: int, coils: int | None
 ) -> torch.Tensor:
     m = _complex(maps, "sensitivity maps")
     _spatial_dims_ok(m, spatial_dims, "sensitivity maps")
@@ -245,7 +245,7 @@ class KspaceDataConsistency(Transform):
         self.spatial_dims = int(spatial_dims)
         self.cg_iters = int(cg_iters)
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         image: NdarrayOrTensor,
         kspace: NdarrayOrTensor,
