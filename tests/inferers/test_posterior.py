@@ -137,6 +137,25 @@ class TestSamplerMechanics(unittest.TestCase):
             err = float(((op.A(out) - y) ** 2).sum() / mask.sum()) ** 0.5
             self.assertLess(err, 0.3, type(sampler).__name__)
 
+    def test_bundle_config(self):
+        from monai.bundle import ConfigParser
+
+        cfg = {
+            "op": {"_target_": "monai_diffusion.operators.InpaintingOperator", "mask": [[1.0, 0.0], [0.0, 1.0]]},
+            "scheduler": {"_target_": "monai_diffusion.networks.schedulers.DPMSolverMultistepScheduler"},
+            "sampler": {
+                "_target_": "monai_diffusion.inferers.MCGSampler",
+                "operator": "@op",
+                "scheduler": "@scheduler",
+                "step_size": 0.5,
+                "mode": "soft",
+                "weight": 10.0,
+            },
+        }
+        sampler = ConfigParser(cfg).get_parsed_content("sampler")
+        self.assertIsInstance(sampler, MCGSampler)
+        self.assertEqual((sampler.step_size, sampler.mode, sampler.weight), (0.5, "soft", 10.0))
+
     def test_bad_arguments(self):
         sched = DPMSolverMultistepScheduler(1000)
         op = MRIOperator(_mask(), real_image=True)
