@@ -381,6 +381,8 @@ class BrainSimDataset(CacheDataset):
         contrasts: contrasts to build.
         generate: build missing data (the counterpart of ``download=True``); if False the folder must exist.
         healthy_only: keep only items of healthy subjects (e.g. to train anomaly detectors).
+        keep_params: keep each item's nested simulation ``params`` (off by default: they differ in structure
+            between subjects, so a ``DataLoader`` could not collate them; they stay in the datalist file).
         cache_num, cache_rate, num_workers, progress, copy_cache, as_contiguous, runtime_cache: as in
             :class:`monai.data.CacheDataset`; ``progress`` also drives the build's progress bar.
 
@@ -401,6 +403,7 @@ class BrainSimDataset(CacheDataset):
         contrasts: Sequence[str] = CONTRASTS,
         generate: bool = True,
         healthy_only: bool = False,
+        keep_params: bool = False,
         cache_num: int = sys.maxsize,
         cache_rate: float = 1.0,
         num_workers: int | None = 1,
@@ -436,6 +439,8 @@ class BrainSimDataset(CacheDataset):
         data = load_datalist(datalist_path, section)
         if healthy_only:
             data = [d for d in data if d["healthy"]]
+        if not keep_params:
+            data = [{k: v for k, v in d.items() if k != "params"} for d in data]
         super().__init__(
             data=data,
             transform=transform if transform is not None else (),

@@ -276,8 +276,14 @@ class ExactModel(torch.nn.Module):
         if hasattr(self.scheduler, "marginal_coefficients"):
             alpha, sigma = self.scheduler.marginal_coefficients(timesteps)
             return torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+        # a MONAI/diffusers table indexed by integer timesteps; fractional timesteps (Karras/Heun grids)
+        # interpolate it linearly, which is exact at the integers
         table = torch.as_tensor(self.scheduler.alphas_cumprod, dtype=torch.float64).cpu()
-        abar = table[torch.as_tensor(timesteps).cpu().long()]
+        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu().clamp(0, table.numel() - 1)
+        lo = t.floor().long()
+        hi = torch.clamp(lo + 1, max=table.numel() - 1)
+        frac = t - lo
+        abar = (1 - frac) * table[lo] + frac * table[hi]
         return abar.sqrt(), (1 - abar).sqrt()
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float | int, *args, **kwargs) -> torch.Tensor:

@@ -118,6 +118,20 @@ class TestPrepareDataset(unittest.TestCase):
         self.assertEqual(ds.get_properties("config")["config"]["dim"], 3)
         train = BrainSimDataset(root, "training", dim=3, size=SIZE, subjects=3, healthy_only=True, progress=False)
         self.assertTrue(all(item["healthy"] for item in train.data))
+        self.assertNotIn("params", train.data[0])
+        self.assertIn(
+            "params",
+            BrainSimDataset(root, "training", dim=3, size=SIZE, subjects=3, keep_params=True, progress=False).data[0],
+        )
+        # items of healthy and lesion subjects collate into one batch (nested params would not)
+        from monai.data import DataLoader
+
+        every = BrainSimDataset(
+            self.tmp / "root4", "training", transform=load_transforms(), dim=3, size=SIZE, subjects=4, progress=False
+        )
+        self.assertEqual({it["healthy"] for it in every.data}, {True, False})
+        batch = next(iter(DataLoader(every, batch_size=len(every))))
+        self.assertEqual(tuple(batch["t1w"].shape), (len(every), 1, SIZE, SIZE, SIZE))
         with self.assertRaises(FileNotFoundError):
             BrainSimDataset(self.tmp / "empty", "training", dim=3, size=SIZE, generate=False)
         # buildable from a bundle config with JSON arguments

@@ -109,3 +109,18 @@ class TestExactModel(unittest.TestCase):
         a, s = Coeffs().marginal_coefficients(t)
         assert_allclose(a * x0 + s * eps, x, rtol=1e-10, atol=1e-10)
         assert_allclose(v, a * eps - s * x0, rtol=1e-10, atol=1e-10)
+
+    def test_fractional_timesteps_interpolate_a_monai_table(self):
+        from monai.networks.schedulers import DDPMScheduler
+
+        from monai_diffusion.utils.exact import ExactModel
+
+        sched = DDPMScheduler(num_train_timesteps=1000)
+        model = ExactModel(_elementwise(), sched)
+        a3, s3 = model.coefficients(torch.tensor([3.0]))
+        a4, _ = model.coefficients(torch.tensor([4.0]))
+        ah, sh = model.coefficients(torch.tensor([3.5]))
+        assert_allclose(a3**2, sched.alphas_cumprod[3].double(), rtol=1e-6)
+        assert_allclose(ah**2, (a3**2 + a4**2) / 2, rtol=1e-12)
+        assert_allclose(ah**2 + sh**2, torch.ones(1, dtype=torch.float64), rtol=1e-12)
+        self.assertLess(float(ah), float(a3))
