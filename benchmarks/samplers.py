@@ -35,7 +35,6 @@ from typing import Any
 import torch
 
 import monai_diffusion.networks.schedulers as ours
-from monai_diffusion.networks.schedulers.base import interp, log_sigma_table
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 
 warnings.filterwarnings("ignore")
@@ -47,19 +46,6 @@ BETA_START, BETA_END, T = 1e-4, 0.02, 1000
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-class InterpolatedTable:
-    """``marginal_coefficients`` for a baseline scheduler from its ``alphas_cumprod``, with fractional times
-    interpolated in ``log sigma`` (what diffusers' Karras/Heun samplers assume when they map sigmas to times)."""
-
-    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
-        self.log_sigmas = log_sigma_table(torch.as_tensor(alphas_cumprod).cpu())
-        self.grid = torch.arange(self.log_sigmas.numel(), dtype=torch.float64)
-
-    def marginal_coefficients(self, timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ls = interp(torch.as_tensor(timesteps, dtype=torch.float64).reshape(-1).cpu(), self.grid, self.log_sigmas)
-        return torch.sigmoid(-2 * ls).sqrt(), torch.sigmoid(2 * ls).sqrt()
-
-
 def stratified_noise(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """Standard normal quantiles at ``(i + 0.5) / n``, randomly permuted into ``shape``."""
     n = math.prod(shape)
@@ -217,10 +203,10 @@ def evaluate(make: Callable[[], Any], kind: str, nfe: int, noise: torch.Tensor) 
         model = ExactModel(MIXTURE, sched)
         x = run_monai_loop(sched, model, noise)
     elif kind == "monai":
-        model = ExactModel(MIXTURE, InterpolatedTable(sched.alphas_cumprod), prediction_type="epsilon")
+        model = ExactModel(MIXTURE, sched, prediction_type="epsilon")
         x = run_monai_loop(sched, model, noise)
     else:
-        model = ExactModel(MIXTURE, InterpolatedTable(sched.alphas_cumprod), prediction_type="epsilon")
+        model = ExactModel(MIXTURE, sched, prediction_type="epsilon")
         x = run_diffusers_loop(sched, model, noise)
     return {
         "steps": steps,

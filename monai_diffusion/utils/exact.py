@@ -276,15 +276,16 @@ class ExactModel(torch.nn.Module):
         if hasattr(self.scheduler, "marginal_coefficients"):
             alpha, sigma = self.scheduler.marginal_coefficients(timesteps)
             return torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
-        # a MONAI/diffusers table indexed by integer timesteps; fractional timesteps (Karras/Heun grids)
-        # interpolate it linearly, which is exact at the integers
-        table = torch.as_tensor(self.scheduler.alphas_cumprod, dtype=torch.float64).cpu()
-        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu().clamp(0, table.numel() - 1)
-        lo = t.floor().long()
-        hi = torch.clamp(lo + 1, max=table.numel() - 1)
-        frac = t - lo
-        abar = (1 - frac) * table[lo] + frac * table[hi]
-        return abar.sqrt(), (1 - abar).sqrt()
+        # a MONAI/diffusers table indexed by integer timesteps; fractional timesteps (Karras/Heun grids) interpolate
+        # log sigma, sigma = sqrt((1 - abar) / abar), linearly, as diffusers' Karras/Heun samplers map sigmas to
+        # times; exact at the integers
+        from monai_diffusion.networks.schedulers.base import interp, log_sigma_table
+
+        log_sigmas = log_sigma_table(torch.as_tensor(self.scheduler.alphas_cumprod).cpu())
+        grid = torch.arange(log_sigmas.numel(), dtype=torch.float64)
+        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu().clamp(0, log_sigmas.numel() - 1)
+        ls = interp(t.reshape(-1), grid, log_sigmas).reshape(t.shape)
+        return torch.sigmoid(-2 * ls).sqrt(), torch.sigmoid(2 * ls).sqrt()
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float | int, *args, **kwargs) -> torch.Tensor:
         self.calls += 1

@@ -110,7 +110,7 @@ class TestExactModel(unittest.TestCase):
         assert_allclose(a * x0 + s * eps, x, rtol=1e-10, atol=1e-10)
         assert_allclose(v, a * eps - s * x0, rtol=1e-10, atol=1e-10)
 
-    def test_fractional_timesteps_interpolate_a_monai_table(self):
+    def test_fractional_timesteps_interpolate_log_sigma_of_a_monai_table(self):
         from monai.networks.schedulers import DDPMScheduler
 
         from monai_diffusion.utils.exact import ExactModel
@@ -121,6 +121,7 @@ class TestExactModel(unittest.TestCase):
         a4, _ = model.coefficients(torch.tensor([4.0]))
         ah, sh = model.coefficients(torch.tensor([3.5]))
         assert_allclose(a3**2, sched.alphas_cumprod[3].double(), rtol=1e-6)
-        assert_allclose(ah**2, (a3**2 + a4**2) / 2, rtol=1e-12)
+        log_sigma = lambda a: 0.5 * torch.log((1 - a**2) / a**2)  # noqa: E731
+        assert_allclose(log_sigma(ah), (log_sigma(a3) + log_sigma(a4)) / 2, rtol=1e-10)
         assert_allclose(ah**2 + sh**2, torch.ones(1, dtype=torch.float64), rtol=1e-12)
         self.assertLess(float(ah), float(a3))
