@@ -24,7 +24,7 @@ from monai_diffusion.operators import (
     ifft_centered,
     synthetic_coil_maps,
 )
-from tests.test_utils import SPATIAL_2D, SPATIAL_3D, assert_allclose, assert_relative_error
+from tests.test_utils import SPATIAL_2D, SPATIAL_3D, assert_allclose, assert_relative_error, skip_if_no_cuda
 
 
 def _rand(shape, complex_: bool, seed: int) -> torch.Tensor:
@@ -330,3 +330,26 @@ class TestParallelBeamCT(OperatorContract, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@skip_if_no_cuda
+class TestOperatorsOnCuda(unittest.TestCase):
+    """Buffers follow ``.to("cuda")`` and results match the CPU (not run on CPU-only machines)."""
+
+    def test_cuda_matches_cpu(self):
+        sp = (16, 16)
+        ops = [
+            MRIOperator(_line_mask(sp), synthetic_coil_maps(sp, 3).to(torch.complex128)),
+            MRIOperator(_line_mask(sp), real_image=True),
+            ParallelBeamCT(16, 6),
+            SuperResolutionOperator(2),
+        ]
+        for op in ops:
+            cplx = op.complex_domain is True
+            x = _rand((2, 1, *sp), cplx, 0)
+            ref = op.A(x)
+            op_cuda = op.to("cuda")
+            out = op_cuda.A(x.cuda())
+            self.assertEqual(out.device.type, "cuda")
+            assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+            assert_allclose(op_cuda.A_adjoint(out), op.to("cpu").A_adjoint(ref), rtol=1e-10, atol=1e-10)
