@@ -121,7 +121,7 @@ def tune_dps(op, prior, y, x, steps) -> float:
     sched = DPMSolverMultistepScheduler(1000)
     model = GaussianPriorDenoiser(prior, sched)
     best = None
-    for step in (0.1, 0.3, 1.0, 3.0):
+    for step in (0.03, 0.1, 0.3, 1.0, 3.0, 10.0):
         gen = torch.Generator().manual_seed(0)
         noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)
         out = DPSSampler(op, sched, step_size=step).sample(model, y, noise, steps, gen)
