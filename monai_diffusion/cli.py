@@ -15,7 +15,10 @@ from collections.abc import Sequence
 # subcommand name -> (module path, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("monai_diffusion.data.cli", "prepare and preview the embedded offline brain MRI data set"),
-    "train": ("monai_diffusion.engines.cli", "train diffusion models and autoencoders on the embedded data (resumable)"),
+    "train": (
+        "monai_diffusion.engines.cli",
+        "train diffusion models and autoencoders on the embedded data (resumable)",
+    ),
 }
 
 
