@@ -21,12 +21,12 @@ from monai.inferers import Inferer
 from monai_diffusion.inferers.conditioning import NullCondition, as_condition_dict, drop_condition, validate_condition
 from monai_diffusion.inferers.guidance import call_model
 from monai_diffusion.inferers.utils import (
-    append_dims,
     marginal_coefficients,
     timestep_batch,
     to_x0_eps,
     training_target,
 )
+from monai_diffusion.networks.schedulers.base import as_batch_coefficient
 
 __all__ = ["DiffusionInferer", "start_index"]
 
@@ -140,7 +140,7 @@ class DiffusionInferer(Inferer):
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         prediction = call_model(diffusion_model, noisy, timesteps, cond)
         if output_scale is not None:
-            prediction = prediction * append_dims(output_scale, prediction)
+            prediction = prediction * as_batch_coefficient(output_scale, prediction)
         return prediction
 
     # ------------------------------------------------------------------ sampling
@@ -312,7 +312,7 @@ class DiffusionInferer(Inferer):
                     a0, s0 = marginal_coefficients(scheduler, grid[0])
                     _, eps = to_x0_eps(output, x, a0, s0, prediction_type)
                 alpha_next, sigma_next = marginal_coefficients(scheduler, grid[i])
-                x = append_dims(alpha_next, x) * x0 + append_dims(sigma_next, x) * eps
+                x = as_batch_coefficient(alpha_next, x) * x0 + as_batch_coefficient(sigma_next, x) * eps
                 alpha_cur, sigma_cur = alpha_next, sigma_next
                 if save_intermediates:
                     intermediates.append(x)

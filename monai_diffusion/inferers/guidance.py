@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from monai_diffusion.inferers.conditioning import NETWORK_KEYS, NullCondition, network_inputs, validate_condition
-from monai_diffusion.inferers.utils import append_dims, from_eps, marginal_coefficients, timestep_batch, to_x0_eps
+from monai_diffusion.inferers.utils import from_eps, marginal_coefficients, timestep_batch, to_x0_eps
+from monai_diffusion.networks.schedulers.base import as_batch_coefficient
 
 __all__ = ["GuidedModel", "call_model", "ClassifierFreeGuidance", "ClassifierGuidance"]
 
@@ -181,5 +182,5 @@ class ClassifierGuidance(GuidedModel):
         alpha, sigma = marginal_coefficients(self.scheduler, t)
         _, eps = to_x0_eps(out, x, alpha, sigma, self.prediction_type)
         grad = self.classifier_gradient(x, t, labels)
-        eps = eps - self.guidance_scale * append_dims(sigma, x) * grad
+        eps = eps - self.guidance_scale * as_batch_coefficient(sigma, x) * grad
         return from_eps(eps, x, alpha, sigma, self.prediction_type)

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import torch
 
+from monai_diffusion.networks.schedulers.base import (
+    as_batch_coefficient,
+    interp,
+    log_sigma_table,
+    model_output_to_x0_eps,
+)
+
 __all__ = [
     "PREDICTION_TYPES",
     "marginal_coefficients",
-    "append_dims",
     "to_x0_eps",
     "from_eps",
     "training_target",
@@ -34,8 +40,9 @@ def marginal_coefficients(scheduler, timesteps: torch.Tensor | float | int) -> t
 
     This is the one place where the inferers look the coefficients up. Schedulers of ``monai_diffusion`` provide
     ``marginal_coefficients(timesteps)``; MONAI's and diffusers' schedulers provide an ``alphas_cumprod`` table
-    (VP: ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha_bar)``), read at integer timesteps and linearly
-    interpolated at fractional ones.
+    (VP: ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha_bar)``), read at integer timesteps; fractional ones
+    interpolate ``log sigma``, ``sigma = sqrt((1 - alpha_bar) / alpha_bar)``, linearly, as diffusers' Karras/Heun
+    samplers map noise levels to times.
 
     Args:
         scheduler: a scheduler with ``marginal_coefficients`` or ``alphas_cumprod``.
@@ -54,26 +61,14 @@ def marginal_coefficients(scheduler, timesteps: torch.Tensor | float | int) -> t
         sigma = torch.as_tensor(sigma, dtype=torch.float64, device=t.device)
         return alpha.reshape(t.shape), sigma.reshape(t.shape)
     if hasattr(scheduler, "alphas_cumprod"):
-        table = torch.as_tensor(scheduler.alphas_cumprod).to(device=t.device, dtype=torch.float64)
-        tf = t.to(torch.float64).clamp(0, table.numel() - 1)
-        lo = tf.floor().long()
-        hi = tf.ceil().long()
-        frac = tf - lo.to(torch.float64)
-        abar = table[lo] * (1 - frac) + table[hi] * frac
-        return abar.sqrt(), (1 - abar).sqrt()
+        log_sigmas = log_sigma_table(torch.as_tensor(scheduler.alphas_cumprod).to(device=t.device))
+        grid = torch.arange(log_sigmas.numel(), dtype=torch.float64, device=t.device)
+        tf = t.to(torch.float64).clamp(0, log_sigmas.numel() - 1)
+        ls = interp(tf.reshape(-1), grid, log_sigmas).reshape(t.shape)
+        return torch.sigmoid(-2 * ls).sqrt(), torch.sigmoid(2 * ls).sqrt()
     raise TypeError(
         f"scheduler {type(scheduler).__name__} has neither `marginal_coefficients(timesteps)` nor `alphas_cumprod`"
     )
-
-
-def append_dims(value: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    """Broadcast a scalar or per-sample (B,) coefficient against ``x`` of shape (B, C, *spatial), in ``x``'s dtype."""
-    v = torch.as_tensor(value, device=x.device, dtype=x.dtype)
-    if v.ndim == 0:
-        return v
-    if v.ndim != 1 or v.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"coefficient must be a scalar or have shape ({x.shape[0]},), got {tuple(v.shape)}")
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def to_x0_eps(
@@ -89,14 +84,7 @@ def to_x0_eps(
     ``x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)`` holds for any forward process, not only VP.
     """
     _check_prediction_type(prediction_type)
-    a = append_dims(alpha, x)
-    s = append_dims(sigma, x)
-    if prediction_type == "epsilon":
-        return (x - s * output) / a, output
-    if prediction_type == "sample":
-        return output, (x - a * output) / s
-    norm = a**2 + s**2
-    return (a * x - s * output) / norm, (a * output + s * x) / norm
+    return model_output_to_x0_eps(output, x, alpha, sigma, prediction_type)
 
 
 def from_eps(
@@ -106,8 +94,8 @@ def from_eps(
     _check_prediction_type(prediction_type)
     if prediction_type == "epsilon":
         return eps
-    a = append_dims(alpha, x)
-    s = append_dims(sigma, x)
+    a = as_batch_coefficient(alpha, x)
+    s = as_batch_coefficient(sigma, x)
     x0 = (x - s * eps) / a
     if prediction_type == "sample":
         return x0
@@ -127,7 +115,7 @@ def training_target(
         return noise
     if prediction_type == "sample":
         return x0
-    return append_dims(alpha, x0) * noise - append_dims(sigma, x0) * x0
+    return as_batch_coefficient(alpha, x0) * noise - as_batch_coefficient(sigma, x0) * x0
 
 
 def timestep_batch(t: torch.Tensor | float | int, batch: int, device: torch.device | str | None = None) -> torch.Tensor:

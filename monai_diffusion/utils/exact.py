@@ -276,16 +276,10 @@ class ExactModel(torch.nn.Module):
         if hasattr(self.scheduler, "marginal_coefficients"):
             alpha, sigma = self.scheduler.marginal_coefficients(timesteps)
             return torch.as_tensor(alpha, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
-        # a MONAI/diffusers table indexed by integer timesteps; fractional timesteps (Karras/Heun grids) interpolate
-        # log sigma, sigma = sqrt((1 - abar) / abar), linearly, as diffusers' Karras/Heun samplers map sigmas to
-        # times; exact at the integers
-        from monai_diffusion.networks.schedulers.base import interp, log_sigma_table
+        # a MONAI/diffusers ``alphas_cumprod`` table: the inferers' lookup (log sigma interpolated between integers)
+        from monai_diffusion.inferers.utils import marginal_coefficients
 
-        log_sigmas = log_sigma_table(torch.as_tensor(self.scheduler.alphas_cumprod).cpu())
-        grid = torch.arange(log_sigmas.numel(), dtype=torch.float64)
-        t = torch.as_tensor(timesteps, dtype=torch.float64).cpu().clamp(0, log_sigmas.numel() - 1)
-        ls = interp(t.reshape(-1), grid, log_sigmas).reshape(t.shape)
-        return torch.sigmoid(-2 * ls).sqrt(), torch.sigmoid(2 * ls).sqrt()
+        return marginal_coefficients(self.scheduler, timesteps)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | float | int, *args, **kwargs) -> torch.Tensor:
         self.calls += 1
