@@ -125,8 +125,21 @@ class PosteriorSampler(nn.Module):
         return (z.real if z.is_complex() else z).to(like.dtype)
 
     def check_measurement(self, y: torch.Tensor, x: torch.Tensor) -> None:
-        """Check that ``y`` has the shape the operator produces from ``x``."""
-        want = tuple(self.operator.A(self.to_operator(x[:1])).shape[1:])
+        """Check that ``y`` has the shape and the (real or complex) kind the operator produces from ``x``.
+
+        Raises:
+            TypeError: ``y`` is not a tensor, or is real where the operator produces complex measurements (e.g.
+                k-space: a real tensor would silently drop the imaginary part of the data).
+            ValueError: ``y``'s shape differs from the operator's output for ``x``.
+        """
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"measurement must be a torch.Tensor, got {type(y).__name__}")
+        ref = self.operator.A(self.to_operator(x[:1]))
+        want = tuple(ref.shape[1:])
+        if ref.is_complex() and not y.is_complex():
+            raise TypeError(
+                f"{type(self.operator).__name__} produces complex measurements; got a real tensor of dtype {y.dtype}"
+            )
         if tuple(y.shape[1:]) != want or y.shape[0] != x.shape[0]:
             raise ValueError(
                 f"measurement shape {tuple(y.shape)} does not match the operator's ({x.shape[0]}, *{want})"
@@ -302,6 +315,8 @@ class NullSpaceSampler(PosteriorSampler):
         super().__init__(operator, scheduler, complex_channels, progress)
         if mode not in ("hard", "soft"):
             raise ValueError(f"mode must be 'hard' or 'soft', got {mode!r}")
+        if weight < 0:
+            raise ValueError(f"weight must be non-negative, got {weight}")
         self.mode = mode
         self.weight = float(weight)
 
@@ -375,6 +390,8 @@ class MCGSampler(DPSSampler):
         super().__init__(operator, scheduler, step_size, complex_channels, progress)
         if mode not in ("hard", "soft"):
             raise ValueError(f"mode must be 'hard' or 'soft', got {mode!r}")
+        if weight < 0:
+            raise ValueError(f"weight must be non-negative, got {weight}")
         self.mode = mode
         self.weight = float(weight)
 

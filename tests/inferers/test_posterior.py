@@ -211,6 +211,15 @@ class TestSamplerMechanics(unittest.TestCase):
             sampler.sample(model, torch.zeros(1, 1, 8, 8, dtype=torch.complex64), torch.zeros(1, 1, N, N), 5)
         with self.assertRaises(ValueError):
             sampler.sample_moments(model, op.A(torch.zeros(1, 1, N, N)), 1, (1, N, N), 5)
+        with self.assertRaises(TypeError):  # real data where the operator measures complex k-space
+            sampler.sample(model, op.A(torch.zeros(1, 1, N, N)).real, torch.zeros(1, 1, N, N), 5)
+        for cls in (DataConsistencySampler, NullSpaceSampler):
+            with self.assertRaises(ValueError):
+                cls(op, sched, mode="soft", weight=-1.0)
+        with self.assertRaises(ValueError):
+            MCGSampler(op, sched, mode="soft", weight=-1.0)
+        with self.assertRaises(ValueError):
+            DPSSampler(op, sched, step_size=-1.0)
 
 
 if __name__ == "__main__":
