@@ -33,6 +33,13 @@ from monai_diffusion.transforms.kspace.masks import MASK_TYPES, check_mask_args,
 __all__ = ["SimulateKspace", "UndersampleKspace", "ZeroFilled", "CoilCombine", "KspaceDataConsistency"]
 
 
+def _check_spatial_dims(spatial_dims: int) -> int:
+    """Return ``spatial_dims`` as an int, or raise ``ValueError`` unless it is 2 or 3."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return int(spatial_dims)
+
+
 def _spatial_dims_ok(x: torch.Tensor, spatial_dims: int, what: str) -> None:
     if x.ndim != spatial_dims + 1:
         raise ValueError(
@@ -84,7 +91,7 @@ class SimulateKspace(Randomizable, Transform):
         if noise_std < 0:
             raise ValueError(f"noise_std must be non-negative, got {noise_std}")
         self.num_coils = int(num_coils)
-        self.spatial_dims = int(spatial_dims)
+        self.spatial_dims = _check_spatial_dims(spatial_dims)
         self.max_phase = float(max_phase)
         self.noise_std = float(noise_std)
         self._seed = 0
@@ -149,7 +156,7 @@ class UndersampleKspace(Randomizable, Transform):
         self.mask_type = mask_type
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
-        self.spatial_dims = int(spatial_dims)
+        self.spatial_dims = _check_spatial_dims(spatial_dims)
         self.fixed_mask = None if mask is None else torch.as_tensor(mask, dtype=torch.float32)
         self._seed = 0
 
@@ -185,7 +192,7 @@ class ZeroFilled(Transform):
     def __init__(self, spatial_dims: int = 2, combine: str | None = "rss") -> None:
         if combine not in (None, "rss", "sensitivity"):
             raise ValueError(f"combine must be None, 'rss' or 'sensitivity', got {combine!r}")
-        self.spatial_dims = int(spatial_dims)
+        self.spatial_dims = _check_spatial_dims(spatial_dims)
         self.combine = combine
 
     def __call__(self, kspace: NdarrayOrTensor, maps: NdarrayOrTensor | None = None) -> torch.Tensor:
@@ -208,7 +215,7 @@ class CoilCombine(Transform):
         if method not in ("rss", "sensitivity"):
             raise ValueError(f"method must be 'rss' or 'sensitivity', got {method!r}")
         self.method = method
-        self.spatial_dims = int(spatial_dims)
+        self.spatial_dims = _check_spatial_dims(spatial_dims)
 
     def __call__(self, coil_images: NdarrayOrTensor, maps: NdarrayOrTensor | None = None) -> torch.Tensor:
         x = _complex(coil_images, "coil images")
@@ -242,7 +249,7 @@ class KspaceDataConsistency(Transform):
             raise ValueError(f"weight must be non-negative, got {weight}")
         self.mode = mode
         self.weight = float(weight)
-        self.spatial_dims = int(spatial_dims)
+        self.spatial_dims = _check_spatial_dims(spatial_dims)
         self.cg_iters = int(cg_iters)
 
     def __call__(  # type: ignore[override]

@@ -60,6 +60,17 @@ class TestPoissonDisc(unittest.TestCase):
         assert torch.equal(m, poisson_disc_mask_2d(shape, 4, 0.1, seed=1))
         self.assertFalse(torch.equal(m, poisson_disc_mask_2d(shape, 4, 0.1, seed=2)))
 
+    def test_density_decays_from_centre(self):
+        # variable density: points (outside the fully sampled box) are denser near the centre than at the edge
+        import math
+
+        n = 48
+        yy, xx = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
+        rho = torch.sqrt((yy / (n / 2)) ** 2 + (xx / (n / 2)) ** 2) / math.sqrt(2)
+        inner = (rho < 0.35) & ((yy.abs() > 3) | (xx.abs() > 3))
+        m = poisson_disc_mask_2d((n, n), 4, 0.08, seed=0)
+        self.assertGreater(float(m[inner].mean()), 1.5 * float(m[rho > 0.6].mean()))
+
 
 class TestBadArguments(unittest.TestCase):
     @parameterized.expand([(n,) for n in ("random", "equispaced", "gaussian", "poisson")])

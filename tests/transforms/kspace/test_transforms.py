@@ -61,6 +61,52 @@ class TransformPairContract:
                     fn()
 
 
+class TestSpatialDims(unittest.TestCase):
+    def test_only_2d_and_3d(self):
+        for make in (
+            lambda d: SimulateKspace(1, d),
+            lambda d: UndersampleKspace(spatial_dims=d),
+            lambda d: ZeroFilled(d),
+            lambda d: CoilCombine("rss", d),
+            lambda d: KspaceDataConsistency(spatial_dims=d),
+            lambda d: SimulateKspaced("image", spatial_dims=d),
+        ):
+            for dims in (0, 1, 4):
+                with self.assertRaises(ValueError):
+                    make(dims)
+
+
+class TestTransformsFromBundleConfig(unittest.TestCase):
+    def test_pipeline_from_config(self):
+        from monai.bundle import ConfigParser
+
+        cfg = {
+            "pipeline": {
+                "_target_": "monai.transforms.Compose",
+                "transforms": [
+                    {"_target_": "monai_diffusion.transforms.SimulateKspaced", "keys": "image", "num_coils": 3},
+                    {
+                        "_target_": "monai_diffusion.transforms.UndersampleKspaced",
+                        "keys": "kspace",
+                        "mask_type": "equispaced",
+                        "acceleration": 4,
+                        "center_fraction": 0.125,
+                    },
+                    {"_target_": "monai_diffusion.transforms.ZeroFilledd", "keys": "kspace", "output_key": "zf"},
+                ],
+            }
+        }
+        pipeline = ConfigParser(cfg).get_parsed_content("pipeline")
+        img = torch.rand(1, 16, 16)
+        out = pipeline({"image": img})
+        self.assertEqual(tuple(out["kspace"].shape), (3, 16, 16))
+        self.assertEqual(tuple(out["zf"].shape), (1, 16, 16))
+        mask = out["mask"].reshape(1, 16, 16)
+        # the undersampled k-space is zero off the mask and the zero-filled image is its RSS
+        self.assertTrue(bool((out["kspace"][:, mask[0] == 0] == 0).all()))
+        assert_allclose(out["zf"], root_sum_of_squares(ifft_centered(out["kspace"], 2), dim=0), atol=1e-6)
+
+
 class TestSimulateKspace(TransformPairContract, unittest.TestCase):
     def make(self, dims):
         img = torch.rand(1, *_sp(dims))
