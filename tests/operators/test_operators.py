@@ -231,6 +231,15 @@ class TestMRISingleCoilReal(OperatorContract, unittest.TestCase):
         sp = (16, 15) if spatial_dims == 2 else (8, 7, 8)  # odd and even sizes for the Hermitian index map
         return MRIOperator(_line_mask(sp, seed=3), spatial_dims=spatial_dims, real_image=True), (2, 1, *sp), False
 
+    def config(self, spatial_dims):
+        sp = (16, 15) if spatial_dims == 2 else (8, 7, 8)
+        return {
+            "_target_": "monai_diffusion.operators.MRIOperator",
+            "mask": _line_mask(sp, seed=3).tolist(),
+            "spatial_dims": spatial_dims,
+            "real_image": True,
+        }
+
     def test_hermitian_flip_of_real_spectrum(self):
         for sp in ((8, 8), (7, 9), (6, 5, 4)):
             x = _rand((1, 1, *sp), False, 0).to(torch.complex128)
@@ -262,6 +271,20 @@ class TestMRIMultiCoil(OperatorContract, unittest.TestCase):
             (2, 1, *sp),
             True,
         )
+
+    def config(self, spatial_dims):
+        # complex coil maps are not JSON: the config builds them with a nested ``_target_``
+        sp = SPATIAL_2D if spatial_dims == 2 else SPATIAL_3D
+        return {
+            "_target_": "monai_diffusion.operators.MRIOperator",
+            "mask": _line_mask(sp, keep=0.7).tolist(),
+            "sensitivity_maps": {
+                "_target_": "monai_diffusion.operators.synthetic_coil_maps",
+                "spatial_shape": list(sp),
+                "num_coils": 4,
+            },
+            "spatial_dims": spatial_dims,
+        }
 
     def test_coil_count_mismatch(self):
         op, shape, _ = self.make(2)
@@ -328,10 +351,6 @@ class TestParallelBeamCT(OperatorContract, unittest.TestCase):
             op.A(torch.zeros(1, 1, 8, 8, dtype=torch.complex64))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 @skip_if_no_cuda
 class TestOperatorsOnCuda(unittest.TestCase):
     """Buffers follow ``.to("cuda")`` and results match the CPU (not run on CPU-only machines)."""
@@ -353,3 +372,7 @@ class TestOperatorsOnCuda(unittest.TestCase):
             self.assertEqual(out.device.type, "cuda")
             assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
             assert_allclose(op_cuda.A_adjoint(out), op.to("cpu").A_adjoint(ref), rtol=1e-10, atol=1e-10)
+
+
+if __name__ == "__main__":
+    unittest.main()
