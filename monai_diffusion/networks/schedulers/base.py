@@ -510,6 +510,8 @@ class DiscreteTimeScheduler(BaseScheduler):
             raise ValueError("pass num_inference_steps or timesteps")
         if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool):
             raise TypeError(f"num_inference_steps must be an int, got {type(num_inference_steps).__name__}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         # solvers whose final step jumps to clean data need no evaluation at t=0: place N+1 points, drop the last
         drop_last = not self.last_timestep_zero and self.timestep_spacing in ("linspace", "log_snr", "karras")
         if drop_last and num_inference_steps >= self.num_train_timesteps:

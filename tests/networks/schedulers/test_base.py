@@ -6,7 +6,14 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from monai_diffusion.networks.schedulers import DDIMScheduler, DPMSolverMultistepScheduler
+from monai_diffusion.networks.schedulers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerKarrasScheduler,
+    HeunKarrasScheduler,
+    UniPCMultistepScheduler,
+)
 from monai_diffusion.networks.schedulers.base import (
     append_dims,
     clip_x0,
@@ -111,6 +118,30 @@ class TestDiscreteTimeScheduler(unittest.TestCase):
         xt = s.add_noise(x0, eps, s.timesteps[1])
         a, sg = s.marginal_coefficients(s.timesteps[1])
         torch.testing.assert_close(xt, float(a) * x0 + float(sg) * eps)
+
+    @parameterized.expand(
+        [
+            (cls.__name__, cls)
+            for cls in (
+                DDPMScheduler,
+                DDIMScheduler,
+                DPMSolverMultistepScheduler,
+                UniPCMultistepScheduler,
+                EulerKarrasScheduler,
+                HeunKarrasScheduler,
+            )
+        ]
+    )
+    def test_step_count_validation(self, _name, cls):
+        # a non-positive step count must raise, not leave an empty timestep list (it did for the multistep solvers)
+        s = cls()
+        for n in (0, -3):
+            with self.assertRaisesRegex(ValueError, "num_inference_steps"):
+                s.set_timesteps(n)
+        with self.assertRaisesRegex(TypeError, "num_inference_steps"):
+            s.set_timesteps(2.5)
+        s.set_timesteps(1)
+        self.assertGreaterEqual(len(s.timesteps), 1)
 
     def test_counter_checks_order(self):
         s = DPMSolverMultistepScheduler()
