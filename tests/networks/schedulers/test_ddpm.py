@@ -53,6 +53,19 @@ class TestDDPM(unittest.TestCase):
             assert_close_scalar(stds["fixed_small"], 0.2, atol=0.035, name="std (fixed_small)")
             assert_close_scalar(stds["fixed_large"], 0.2, atol=0.015, name="std (fixed_large)")
 
+    def test_irregular_custom_subset(self):
+        # respacing holds for any subset of the training timesteps, not only evenly spaced ones
+        stds = {}
+        for variance_type in ("fixed_small", "fixed_large"):
+            s = DDPMScheduler(variance_type=variance_type)
+            s.set_timesteps(timesteps=[999, 700, 300, 120, 50, 10, 3, 0])
+            noise = make_input((4, 1, 32, 32), seed=0)
+            x, _ = sample_loop(s, ExactModel(GAUSS, s), noise, torch.Generator().manual_seed(1))
+            assert_close_scalar(x.mean(), 0.5, atol=0.02, name=f"mean ({variance_type})")
+            stds[variance_type] = float(x.std())
+        self.assertLess(stds["fixed_small"], 0.2)
+        self.assertGreater(stds["fixed_large"], 0.2)
+
     def test_respaced_betas_compose_to_alphas_cumprod(self):
         # Nichol & Dhariwal (2021), Sec. 4: prod(1 - beta'_i) over the respaced steps equals abar at each kept t
         s = DDPMScheduler()

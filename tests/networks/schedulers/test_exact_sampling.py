@@ -67,14 +67,23 @@ class TestExactScoreSampling(unittest.TestCase):
         self.assertGreater(wasserstein1(stratified_normal(SHAPE), MIXTURE), 0.2)
 
     @parameterized.expand(
-        [("ddim", DDIMScheduler), ("dpm", DPMSolverMultistepScheduler), ("heun", HeunKarrasScheduler)]
+        [
+            ("ddpm", DDPMScheduler),
+            ("ddim", DDIMScheduler),
+            ("dpm", DPMSolverMultistepScheduler),
+            ("unipc", UniPCMultistepScheduler),
+            ("euler", EulerKarrasScheduler),
+            ("heun", HeunKarrasScheduler),
+        ]
     )
     def test_prediction_types_agree(self, _name, cls):
+        # the same exact model in epsilon, x0 and v form gives the same samples (same generator for DDPM's noise)
         outs = []
         for prediction_type in ("epsilon", "sample", "v_prediction"):
             s = cls(prediction_type=prediction_type)
             s.set_timesteps(8)
-            x, _ = sample_loop(s, ExactModel(MIXTURE, s), stratified_normal((2, 1, 16, 16)))
+            gen = torch.Generator().manual_seed(5)
+            x, _ = sample_loop(s, ExactModel(MIXTURE, s), stratified_normal((2, 1, 16, 16)), gen)
             outs.append(x)
         torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=2e-3)
         torch.testing.assert_close(outs[2], outs[0], rtol=0, atol=2e-3)
