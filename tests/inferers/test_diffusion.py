@@ -177,6 +177,55 @@ class TestSampling(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "outside"):
             inferer.sample(noise, model, num_inference_steps=10, save_intermediates=True, intermediate_steps=[10])
 
+    @parameterized.expand(
+        [
+            (f"{name}_{mode}", dims, mode)
+            for name, dims in dims_cases()
+            for mode in ("concat", "crossattn", "class_label", "concat_crossattn")
+        ]
+    )
+    def test_sample_every_condition_mode(self, _, dims, mode):
+        """``sample`` passes every conditioning mode to a MONAI UNet in 2D and 3D, and the condition matters."""
+        shape = shape_for(dims)
+        torch.manual_seed(0)
+        net = tiny_unet(
+            dims,
+            in_channels=2 if "concat" in mode else 1,
+            conditioning="crossattn" in mode,
+            classes=3 if mode == "class_label" else None,
+        )
+        with torch.no_grad():  # MONAI zero-initialises output and residual convolutions: give them weights
+            for param in net.parameters():
+                if not param.any():
+                    param.normal_(0.0, 0.1)
+
+        def cond(seed):
+            concat, context = make_input(shape, seed=seed), make_input((shape[0], 2, 4), seed=seed + 1)
+            labels = torch.tensor([seed % 3, (seed + 1) % 3])
+            return {
+                "concat": concat,
+                "crossattn": context,
+                "class_label": labels,
+                "concat_crossattn": (concat, context),
+            }[mode]
+
+        inferer = DiffusionInferer(DDIMScheduler(100), condition_mode=mode)
+        noise = make_input(shape, seed=7)
+        with torch.no_grad():
+            a = inferer.sample(noise, net, conditioning=cond(1), num_inference_steps=2)
+            b = inferer.sample(noise, net, conditioning=cond(2), num_inference_steps=2)
+        self.assertEqual(a.shape, shape)
+        self.assertGreater((a - b).abs().max().item(), 1e-6)
+        small = make_input((2, 1, *([4] * dims)))  # wrong spatial size for concatenation
+        bad, message = {
+            "concat": (small, "'concat' conditioning must have shape"),
+            "crossattn": (make_input((2, 4)), r"context must have shape \(B, L, D\)"),
+            "class_label": (torch.tensor([0.5, 1.0]), "integer class ids"),
+            "concat_crossattn": ((small, make_input((2, 2, 4))), "'concat' conditioning must have shape"),
+        }[mode]
+        with self.assertRaisesRegex((ValueError, TypeError), message):
+            inferer.sample(noise, net, conditioning=bad, num_inference_steps=2)
+
     def test_sample_grad_off_by_default(self):
         net = tiny_unet(2)
         sched = DDIMScheduler(100)
