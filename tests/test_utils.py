@@ -56,3 +56,46 @@ def assert_close_scalar(actual: float, desired: float, atol: float, name: str = 
     """Assert a scalar statistic is within ``atol`` of its exact value, with a readable message."""
     if not abs(float(actual) - float(desired)) <= atol:
         raise AssertionError(f"{name}: got {float(actual):.5g}, expected {float(desired):.5g} +- {atol:.2g}")
+
+
+class TestSharedTestHelpers(unittest.TestCase):
+    """The helpers themselves: each assert passes on agreeing inputs and raises on disagreeing ones."""
+
+    def test_assert_allclose(self):
+        assert_allclose(torch.ones(3), np.ones(3))
+        with self.assertRaises(AssertionError):
+            assert_allclose(torch.ones(3), np.full(3, 1.001), rtol=1e-5)
+
+    def test_assert_relative_error(self):
+        x = torch.tensor([3.0, 4.0])
+        err = assert_relative_error(x * 1.01, x, tol=0.02)
+        self.assertAlmostEqual(err, 0.01, places=6)
+        with self.assertRaisesRegex(AssertionError, "relative error"):
+            assert_relative_error(x * 1.1, x, tol=0.05)
+        assert_relative_error(torch.complex(x, x), torch.complex(x, x), tol=0.0)
+
+    def test_assert_close_scalar(self):
+        assert_close_scalar(1.04, 1.0, atol=0.05)
+        with self.assertRaisesRegex(AssertionError, "mean: got 1.1"):
+            assert_close_scalar(1.1, 1.0, atol=0.05, name="mean")
+
+    def test_case_builders(self):
+        cases = dict(spatial_cases(channels=3, batch=4))
+        self.assertEqual(cases["2d"], (4, 3, *SPATIAL_2D))
+        self.assertEqual(cases["3d"], (4, 3, *SPATIAL_3D))
+        self.assertEqual((len(SPATIAL_2D), len(SPATIAL_3D)), (2, 3))
+        self.assertEqual(dims_cases(), [("2d", 2), ("3d", 3)])
+        a, b = make_input((2, 3), seed=1), make_input((2, 3), seed=1)
+        self.assertTrue(torch.equal(a, b))
+        self.assertFalse(torch.equal(a, make_input((2, 3), seed=2)))
+        self.assertEqual(make_input((2,), dtype=torch.float64).dtype, torch.float64)
+
+    def test_skip_if_no_cuda(self):
+        @skip_if_no_cuda
+        class Probe(unittest.TestCase):
+            def test(self):
+                pass
+
+        result = unittest.TestResult()
+        Probe("test").run(result)
+        self.assertEqual(len(result.skipped), 0 if HAS_CUDA else 1)

@@ -152,6 +152,31 @@ class TestPrepareDataset(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "section"):
             BrainSimDataset(root, "train", dim=3, size=SIZE, generate=False)
 
+    def test_2d_dataset_from_bundle_config(self):
+        """A bundle builds the 2D data set with its loading chain from JSON arguments alone."""
+        from monai.bundle import ConfigParser
+
+        config = {
+            "dataset": {
+                "_target_": "monai_diffusion.data.BrainSimDataset",
+                "root_dir": str(self.tmp / "root2d"),
+                "section": "training",
+                "dim": 2,
+                "size": SIZE,
+                "subjects": 3,
+                "healthy_only": True,
+                "progress": False,
+                "transform": {"_target_": "monai_diffusion.data.load_transforms", "keys": ["t2w", "label"]},
+            }
+        }
+        ds = ConfigParser(config).get_parsed_content("dataset")
+        self.assertIsInstance(ds, BrainSimDataset)
+        self.assertGreater(len(ds), 10)
+        self.assertTrue(all(item["healthy"] for item in ds.data))
+        self.assertEqual(tuple(ds[0]["t2w"].shape), (1, SIZE, SIZE))
+        self.assertEqual(tuple(ds[0]["label"].shape), (1, SIZE, SIZE))
+        self.assertIsInstance(ds[0]["t1w"], str, "keys outside the chain stay paths")
+
     @parameterized.expand(
         [
             ("zero_size", {"size": 0}, ValueError, "size"),

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import configparser
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import unittest
 from pathlib import Path
@@ -10,6 +14,8 @@ from pathlib import Path
 from parameterized import parameterized
 
 from monai_diffusion.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -78,6 +84,34 @@ class TestDataCli(unittest.TestCase):
         from monai_diffusion.data.mri_physics import CONTRASTS
 
         self.assertEqual(cli._CONTRASTS, CONTRASTS)
+
+    def test_separate_process_gives_identical_files(self):
+        """``python -m monai_diffusion`` (what the console script runs) in a fresh process writes the same bytes as
+        an in-process build: determinism does not depend on process state such as the cached template."""
+        from monai_diffusion.data import prepare_dataset
+
+        a, b = self.tmp / "cli", self.tmp / "api"
+        argv = ["data", "prepare", "--out", str(a), "--size", "16", "--subjects", "3", "--seed", "3", "--no-progress"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai_diffusion", *argv], cwd=REPO, env=env, capture_output=True, text=True
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        prepare_dataset(b, dim=2, size=16, subjects=3, seed=3)
+        files = {p.relative_to(a) for p in a.rglob("*") if p.is_file()}
+        self.assertGreater(len(files), 20)
+        self.assertEqual(files, {p.relative_to(b) for p in b.rglob("*") if p.is_file()})
+        for rel in sorted(files):
+            self.assertEqual((a / rel).read_bytes(), (b / rel).read_bytes(), str(rel))
+
+    def test_console_script_declared(self):
+        cfg = configparser.ConfigParser()
+        cfg.read(REPO / "setup.cfg")
+        scripts = dict(
+            line.replace(" ", "").split("=", 1)
+            for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+        )
+        self.assertEqual(scripts.get("monai-diffusion"), "monai_diffusion.cli:main")
 
     def test_no_action(self):
         code, _, err = _run(["data"])
