@@ -27,7 +27,7 @@ from monai_diffusion.inferers.posterior import (
     x0_from_output,
 )
 from monai_diffusion.networks.schedulers import DPMSolverMultistepScheduler
-from monai_diffusion.operators import InpaintingOperator, MRIOperator, synthetic_coil_maps
+from monai_diffusion.operators import InpaintingOperator, MRIOperator, fft_centered, synthetic_coil_maps
 from tests.test_utils import assert_allclose
 
 N = 16
@@ -75,6 +75,28 @@ class TestExactGaussianPosterior(unittest.TestCase):
         self.assertTrue(0.9 < ratio < 1.1, f"variance ratio {ratio:.3f}")
         # noiseless: every sample reproduces the measurements exactly, so the mean does too
         assert_allclose(self.op.A(m), self.y, atol=1e-6)
+
+    @parameterized.expand([("score_mri_hard", DataConsistencySampler), ("ddnm", NullSpaceSampler)])
+    def test_per_coefficient_variance(self, _, cls):
+        # the analytic posterior is per k-space coefficient: check each coefficient's sample variance, not only the
+        # pixel average (a sampler right on average but wrong per frequency would pass the test above)
+        sched = DPMSolverMultistepScheduler(1000)
+        model = GaussianPriorDenoiser(self.prior, sched)
+        gen = torch.Generator().manual_seed(1)
+        noise = torch.randn(K, 1, N, N, generator=gen, dtype=torch.float64)
+        samples = cls(self.op, sched).sample(model, self.y.repeat(K, 1, 1, 1), noise, 50, gen)
+        k = fft_centered(samples.to(torch.complex128), 2)
+        kvar = (k - k.mean(0, keepdim=True)).abs().pow(2).sum(0) / (K - 1)
+        unmeasured = self.var[0] > 0
+        # measured coefficients (and their Hermitian partners) are fixed by noiseless data: zero variance
+        self.assertLess(float(kvar[~unmeasured].max()), 1e-10 * float(self.prior.power.max()))
+        ratio = kvar[unmeasured] / self.var[0][unmeasured]
+        power = self.prior.power.expand_as(self.var[0])[unmeasured]
+        strong = power >= power.median()
+        # 128 samples: each ratio has relative std ~0.09-0.13; measured range 0.79-1.19
+        self.assertTrue(0.6 < float(ratio.min()) and float(ratio.max()) < 1.5, f"{ratio.min():.3f}, {ratio.max():.3f}")
+        for part in (strong, ~strong):  # low and high frequencies separately
+            self.assertTrue(0.9 < float(ratio[part].mean()) < 1.1, f"{ratio[part].mean():.3f}")
 
     def test_dps_is_approximate_but_close(self):
         _, gap, ratio = self._run(DPSSampler, step_size=1.0)
