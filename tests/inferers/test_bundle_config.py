@@ -7,8 +7,14 @@ import unittest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_diffusion.engines import DiffusionPrepareBatch
-from monai_diffusion.inferers import ClassifierFreeGuidance, DiffusionInferer, LatentDiffusionInferer, NullCondition
+from monai_diffusion.engines import DiffusionPrepareBatch, ExponentialMovingAverage
+from monai_diffusion.inferers import (
+    ClassifierFreeGuidance,
+    ClassifierGuidance,
+    DiffusionInferer,
+    LatentDiffusionInferer,
+    NullCondition,
+)
 
 CONFIG = {
     "scheduler": {"_target_": "monai_diffusion.networks.schedulers.DDIMScheduler", "num_train_timesteps": 100},
@@ -49,6 +55,36 @@ CONFIG = {
         "loss_weighting": {"_target_": "monai_diffusion.losses.MinSNRWeighting", "gamma": 5.0},
     },
     "spectral": {"_target_": "monai_diffusion.losses.SpectralLoss", "log_magnitude": True},
+    "classifier": {
+        "_target_": "monai.networks.nets.diffusion_model_unet.DiffusionModelEncoder",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "input_shape": [8, 8, 8],
+        "channels": [8, 8],
+        "attention_levels": [False, False],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
+    },
+    "network_3d": {
+        "_target_": "monai.networks.nets.DiffusionModelUNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 1,
+        "channels": [8, 8],
+        "attention_levels": [False, False],
+        "num_res_blocks": 1,
+        "norm_num_groups": 8,
+    },
+    "classifier_guided": {
+        "_target_": "monai_diffusion.inferers.ClassifierGuidance",
+        "network": "@network_3d",
+        "classifier": "@classifier",
+        "guidance_scale": 2.0,
+        "scheduler": "@scheduler",
+        "label": 1,
+    },
+    "ema": {"_target_": "monai_diffusion.engines.ExponentialMovingAverage", "network": "@network_3d", "decay": 0.99},
 }
 
 
@@ -64,6 +100,18 @@ class TestBundleConfig(unittest.TestCase):
         self.assertIsInstance(guided, ClassifierFreeGuidance)
         out = guided(torch.zeros(2, 1, 8, 8), torch.tensor(5), {"class_label": torch.tensor([0, 1])})
         self.assertEqual(out.shape, (2, 1, 8, 8))
+        classifier_guided = parser.get_parsed_content("classifier_guided")
+        self.assertIsInstance(classifier_guided, ClassifierGuidance)
+        sample = DiffusionInferer(parser.get_parsed_content("scheduler")).sample(
+            torch.randn(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0)),
+            classifier_guided,
+            num_inference_steps=2,
+        )
+        self.assertEqual(sample.shape, (2, 1, 8, 8, 8))
+        self.assertTrue(torch.isfinite(sample).all())
+        ema = parser.get_parsed_content("ema")
+        self.assertIsInstance(ema, ExponentialMovingAverage)
+        self.assertEqual(ema.decay, 0.99)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,25 @@ class TestSampling(unittest.TestCase):
         with self.assertRaisesRegex((ValueError, TypeError), message):
             inferer.sample(noise, net, conditioning=bad, num_inference_steps=2)
 
+    def test_progress_bar(self):
+        """``verbose=True`` shows a tqdm bar (on stderr) and leaves the results unchanged."""
+        import contextlib
+        import io
+
+        sched = DDIMScheduler(100)
+        sched.set_timesteps(5)
+        model = ExactModel(MIX, sched)
+        inferer = DiffusionInferer(sched)
+        noise = make_input((2, 1, 4, 4))
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            a = inferer.sample(noise, model, verbose=True)
+            enc = inferer.ddim_invert(noise, model, verbose=True)
+        self.assertIn("sampling", stderr.getvalue())
+        self.assertIn("DDIM inversion", stderr.getvalue())
+        assert_allclose(a, inferer.sample(noise, model))
+        assert_allclose(enc, inferer.ddim_invert(noise, model))
+
     def test_sample_grad_off_by_default(self):
         net = tiny_unet(2)
         sched = DDIMScheduler(100)
