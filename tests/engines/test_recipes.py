@@ -131,6 +131,52 @@ class TestRecipes(unittest.TestCase):
             state = torch.load(latest_checkpoint(ckpt), weights_only=False)
             self.assertEqual(sorted(state), ["d_optimizer", "discriminator", "network", "optimizer", "trainer"])
 
+    def test_3d_and_perceptual_hook(self):
+        """One iteration of each recipe on 3D volumes of the embedded data; a given perceptual loss is applied."""
+        loader = brainsim_loader(self.root, keys=("t1w",), dim=3, size=16, subjects=3, batch_size=1)
+        net = DiffusionModelUNet(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=1,
+            channels=(8, 8),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            norm_num_groups=8,
+        )
+        trainer, _ = diffusion_trainer(net, DDPMScheduler(100), loader, max_epochs=1, epoch_length=1, image_key="t1w")
+        trainer.run()
+        self.assertTrue(torch.isfinite(trainer.state.output["loss"]))
+        calls = []
+
+        def perceptual(recon, x):
+            calls.append(tuple(recon.shape))
+            return (recon - x).abs().mean()
+
+        ae = AutoencoderKL(
+            spatial_dims=3,
+            in_channels=1,
+            out_channels=1,
+            channels=(8, 8),
+            latent_channels=2,
+            num_res_blocks=1,
+            norm_num_groups=8,
+            attention_levels=(False, False),
+        )
+        trainer = autoencoder_trainer(
+            ae,
+            loader,
+            max_epochs=1,
+            epoch_length=1,
+            image_key="t1w",
+            discriminator=PatchDiscriminator(spatial_dims=3, channels=8, in_channels=1, num_layers_d=2),
+            perceptual_loss=perceptual,
+            perceptual_weight=0.5,
+        )
+        trainer.run()
+        self.assertEqual(calls, [(1, 1, 16, 16, 16)])
+        self.assertTrue(torch.isfinite(trainer.state.output["loss"]))
+        self.assertGreater(trainer.state.output["discriminator"].item(), 0.0)
+
     @skip_if_no_cuda
     def test_cuda(self):
         trainer, _ = self._diffusion(None, max_epochs=1, device="cuda")
