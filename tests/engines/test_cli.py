@@ -49,6 +49,15 @@ class TestTrainCLI(unittest.TestCase):
         self.assertEqual(cli.run(parse(argv)), 0)
         self.assertIn("iteration=2", latest_checkpoint(f"{self.root}/ae").name)
 
+    def test_class_conditional_diffusion_run_and_resume(self):
+        argv = ["diffusion", "--data", self.root, "--out", f"{self.root}/ddpm", "--size", "16", "--subjects", "4"]
+        argv += ["--epochs", "1", "--epoch-length", "1", "--batch-size", "2", "--device", "cpu", "--class-conditional"]
+        self.assertEqual(cli.run(parse(argv)), 0)
+        self.assertIn("iteration=1", latest_checkpoint(f"{self.root}/ddpm").name)
+        argv[argv.index("--epochs") + 1] = "2"
+        self.assertEqual(cli.run(parse(argv)), 0)
+        self.assertIn("iteration=2", latest_checkpoint(f"{self.root}/ddpm").name)
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "multiple of 4"):
             cli.run(parse(["diffusion", "--data", self.root, "--out", self.root, "--size", "18"]))
