@@ -13,8 +13,10 @@ unchanged: there are no guidance flags inside samplers. Wrappers compose, e.g.
   ``torch.no_grad``.
 
 Neither reproduces the tilted distribution ``p(x) p(y|x)^s`` exactly for ``s != 1`` (the guided field is not the
-score of a diffused distribution); at ``s = 1`` with exact components both sample ``p(x | y)`` exactly. See
-``docs/inferers.md`` for the measured gap.
+score of a diffused distribution); at ``s = 1`` with exact components both sample ``p(x | y)`` exactly. The tilt is
+``p(x | e)`` for an event with ``P(e | x0) = p(y | x0)^s``, so classifier guidance at scale 1 with a classifier of
+``P(e | x_t)`` samples it (exact reference: ``exact_guidance.TemperedLabelClassifier``). See ``docs/inferers.md``
+for the measured gap.
 """
 
 from __future__ import annotations
