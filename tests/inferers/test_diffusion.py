@@ -13,7 +13,10 @@ from monai_diffusion.networks.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    EulerKarrasScheduler,
     EulerMaruyamaScheduler,
+    HeunKarrasScheduler,
+    UniPCMultistepScheduler,
 )
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 from tests.test_utils import assert_allclose, dims_cases, make_input
@@ -284,22 +287,57 @@ class TestPartialNoising(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "start_image needs"):
             DiffusionInferer(sched).sample(image, model, start_image=image)
 
-    def test_stateful_sampler_partial_noising(self):
-        """Multistep samplers refuse to start mid-grid; a truncated grid starting at the start step works."""
-        sched = DPMSolverMultistepScheduler(1000)
+    @parameterized.expand(
+        [
+            ("dpm_solver_2", lambda: DPMSolverMultistepScheduler(1000), 0.05),
+            ("dpm_solver_3", lambda: DPMSolverMultistepScheduler(1000, solver_order=3), 0.05),
+            ("unipc_2", lambda: UniPCMultistepScheduler(1000), 0.05),
+            ("unipc_3", lambda: UniPCMultistepScheduler(1000, solver_order=3), 0.05),
+            ("euler_karras", lambda: EulerKarrasScheduler(1000), 0.15),  # first order: 0.10 measured
+        ]
+    )
+    def test_stateful_sampler_partial_noising(self, _, make, tol):
+        """Multistep samplers start mid-grid through set_begin_index, exactly as on the truncated grid."""
+        sched = make()
         sched.set_timesteps(20)
         model = ExactModel(MIX, sched)
         image = MIX.sample((4, 1, 32, 32), generator=torch.Generator().manual_seed(0)).float()
-        with self.assertRaisesRegex(ValueError, "in order"):
-            DiffusionInferer(sched).sample(make_input(image.shape), model, start_image=image, strength=0.5)
+        out = DiffusionInferer(sched).sample(make_input(image.shape), model, start_image=image, strength=0.5)
+        self.assertEqual(model.calls, 10)
+        self.assertLess(wasserstein1(out, MIX), tol)
+        # the same run on the truncated grid (the multistep history starts empty in both)
         grid = sched.timesteps[10:]
         sched.set_timesteps(timesteps=grid)
-        model.calls = 0
-        out = DiffusionInferer(sched).sample(
+        truncated = DiffusionInferer(sched).sample(
             make_input(image.shape), model, start_image=image, start_timestep=float(grid[0])
         )
-        self.assertEqual(model.calls, 10)
-        self.assertLess(wasserstein1(out, MIX), 0.05)
+        assert_allclose(out, truncated, atol=1e-6)
+        # a second run after set_timesteps starts afresh
+        sched.set_timesteps(20)
+        again = DiffusionInferer(sched).sample(make_input(image.shape), model, start_image=image, strength=0.5)
+        assert_allclose(again, out, atol=0.0)
+
+    def test_begin_index_errors(self):
+        sched = DPMSolverMultistepScheduler(1000)
+        sched.set_timesteps(10)
+        for bad in (-1, 10, 2.0):
+            with self.assertRaisesRegex(ValueError, "begin index"):
+                sched.set_begin_index(bad)
+        sched.set_begin_index(3)
+        x = make_input((2, 1, 4, 4))
+        sched.step(torch.zeros_like(x), sched.timesteps[3], x)
+        with self.assertRaisesRegex(ValueError, "under way"):
+            sched.set_begin_index(5)
+        with self.assertRaisesRegex(ValueError, "in order"):
+            sched.step(torch.zeros_like(x), sched.timesteps[3], x)
+        # Heun lists every level twice and has no begin index: starting mid-grid is refused clearly
+        heun = HeunKarrasScheduler(1000)
+        heun.set_timesteps(10)
+        image = MIX.sample((2, 1, 8, 8), generator=torch.Generator().manual_seed(0)).float()
+        with self.assertRaisesRegex(ValueError, "in order"):
+            DiffusionInferer(heun).sample(
+                make_input(image.shape), ExactModel(MIX, heun), start_image=image, strength=0.5
+            )
 
     @parameterized.expand(dims_cases())
     def test_ddim_inversion_round_trip(self, _, dims):

@@ -109,6 +109,15 @@ class EulerKarrasScheduler(_KarrasBase):
         self._publish_timesteps(t, device)
         _, self._levels_seq = self._levels(None, self.timesteps.double().cpu())
         self._step_index = 0
+        self._begin_index = 0
+
+    def set_begin_index(self, index: int) -> None:
+        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
+
+        ``DiffusionInferer`` calls it when ``sample`` starts mid-grid. (Heun has no such entry point: its grid lists
+        each level twice; truncate the levels with ``set_timesteps(timesteps=...)`` instead.)
+        """
+        self._start_at(index)
 
     def step(
         self,
