@@ -26,6 +26,7 @@ CELL_TIMEOUT_S = 240
 NOTEBOOKS = [
     ("01_embedded_data.ipynb", 4, ("datalist.json", "training slices", "NIfTI: (1,")),
     ("02_samplers_and_guidance.ipynb", 6, ("exact draws from the mixture", "NCSN annealed Langevin", "iterations in")),
+    ("03_reconstruction.ipynb", 7, ("adjoint test", "Gaussian MMSE (exact)", "largest pixel difference between")),
 ]
 
 
