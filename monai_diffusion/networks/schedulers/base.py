@@ -22,6 +22,7 @@ Unlike ``monai.networks.schedulers.Scheduler.__init__``, which keeps the noise t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.networks.schedulers import Scheduler
@@ -419,6 +420,8 @@ class DiscreteTimeScheduler(BaseScheduler):
             see :class:`BaseScheduler`.
         timestep_spacing: one of :data:`TIMESTEP_SPACINGS`; see :func:`spaced_timesteps`.
         steps_offset: offset added to ``leading`` timesteps.
+        trained_with: optionally the scheduler the model was trained with (``"@train_scheduler"`` in a bundle); a
+            ``ValueError`` naming both forward processes unless they agree (see ``check_forward_process``).
         schedule_args: keyword arguments of the schedule function, e.g. ``beta_start``, ``beta_end``.
     """
 
@@ -445,6 +448,7 @@ class DiscreteTimeScheduler(BaseScheduler):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        trained_with: Any = None,
         **schedule_args,
     ) -> None:
         super().__init__(
@@ -466,6 +470,10 @@ class DiscreteTimeScheduler(BaseScheduler):
         self.register_buffer("betas", betas.float())
         self.register_buffer("alphas", alphas.float())
         self.register_buffer("alphas_cumprod", alphas_cumprod.float())
+        if trained_with is not None:
+            from monai_diffusion.networks.schedulers.sde import check_forward_process  # sde.py imports this module
+
+            check_forward_process(trained_with, self)
 
     # --------------------------------------------------------------------------------------- forward process
     def log_sigmas(self) -> torch.Tensor:

@@ -15,6 +15,7 @@ from monai_diffusion.networks.schedulers import (
     VPSDE,
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
     EulerMaruyamaScheduler,
     NCSNScheduler,
     PredictorCorrectorScheduler,
@@ -220,14 +221,27 @@ class TestCompatibility(unittest.TestCase):
             "good": {"_target_": f"{base}.ProbabilityFlowScheduler", "sde": "vp", "trained_with": "@train"},
             "bad": {"_target_": f"{base}.PredictorCorrectorScheduler", "sde": "ve", "trained_with": "@train"},
             "bad_ncsn": {"_target_": f"{base}.NCSNScheduler", "trained_with": "@train"},
+            # the discrete samplers take the same guard
+            "good_dpm": {"_target_": f"{base}.DPMSolverMultistepScheduler", "trained_with": "@train"},
+            "bad_dpm": {
+                "_target_": f"{base}.DPMSolverMultistepScheduler",
+                "schedule": "cosine",
+                "trained_with": "@train",
+            },
+            "bad_heun": {
+                "_target_": f"{base}.HeunKarrasScheduler",
+                "num_train_timesteps": 500,
+                "trained_with": "@train",
+            },
         }
         parser = ConfigParser(config)
         self.assertIsInstance(parser.get_parsed_content("good"), ProbabilityFlowScheduler)
-        for key in ("bad", "bad_ncsn"):
+        self.assertIsInstance(parser.get_parsed_content("good_dpm"), DPMSolverMultistepScheduler)
+        for key in ("bad", "bad_ncsn", "bad_dpm", "bad_heun"):
             with self.assertRaises(RuntimeError) as ctx:  # MONAI wraps the constructor's error
                 ConfigParser(config).get_parsed_content(key)
             self.assertIsInstance(ctx.exception.__cause__, ValueError)
-            self.assertIn("cannot sample a model trained with", str(ctx.exception.__cause__))
+            self.assertRegex(str(ctx.exception.__cause__), "cannot sample a model trained with|num_train_timesteps")
 
     def test_ddpm_trained_model_sampled_by_vp_sde(self):
         # the exact model of DDPM's own discrete process (as a DDPM-trained network would be) drives the VP ODE
