@@ -25,7 +25,11 @@ CELL_TIMEOUT_S = 240
 #: (notebook, least number of figures it must draw, text its outputs must contain)
 NOTEBOOKS = [
     ("01_embedded_data.ipynb", 4, ("datalist.json", "training slices", "NIfTI: (1,")),
-    ("02_samplers_and_guidance.ipynb", 6, ("exact draws from the mixture", "NCSN annealed Langevin", "iterations in")),
+    (
+        "02_samplers_and_guidance.ipynb",
+        7,
+        ("exact draws from the mixture", "NCSN annealed Langevin", "iterations in", "event classifier, scale 1"),
+    ),
     ("03_reconstruction.ipynb", 7, ("adjoint test", "Gaussian MMSE (exact)", "largest pixel difference between")),
 ]
 
