@@ -199,6 +199,9 @@ class DiffusionInferer(Inferer):
         first = start_index(timesteps, start_timestep, strength)
         if start_image is not None and start_timestep is None and strength is None:
             raise ValueError("start_image needs start_timestep or strength (how far to noise it)")
+        if first > 0 and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)  # stateful samplers; ours may move to a valid entry at the same time
+            first = int(getattr(scheduler, "begin_index", first))
         cond = self._condition(conditioning, mode, input_noise)
         if start_image is not None:
             if start_image.shape != input_noise.shape:
@@ -211,8 +214,6 @@ class DiffusionInferer(Inferer):
             x = input_noise
         else:
             x = input_noise * getattr(scheduler, "init_noise_sigma", 1.0)
-        if first > 0 and hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(first)
 
         n = int(timesteps.numel())
         keep = self._intermediate_indices(intermediate_steps, first, n) if save_intermediates else set()

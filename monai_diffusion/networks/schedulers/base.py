@@ -291,6 +291,10 @@ class BaseScheduler(Scheduler):
     #: VP processes start from a standard normal
     init_noise_sigma: float = 1.0
 
+    #: position of the next step in ``timesteps`` and where the run began (stateful samplers; see ``_start_at``)
+    _step_index: int = 0
+    _begin_index: int = 0
+
     def __init__(
         self,
         num_train_timesteps: int = 1000,
@@ -402,6 +406,30 @@ class BaseScheduler(Scheduler):
             eps = (sample - a * x0) / s
         return x0, eps
 
+    @property
+    def begin_index(self) -> int:
+        """The entry of ``timesteps`` the current run starts at (0 unless ``set_begin_index`` moved it)."""
+        return self._begin_index
+
+    def _start_at(self, index: int) -> None:
+        """Shared part of ``set_begin_index`` for samplers that keep their position in ``_step_index``.
+
+        Stateful samplers expose it as ``set_begin_index(index)``, after moving ``index`` to an entry where a step
+        can start (``begin_index`` tells where the run will start).
+
+        Raises:
+            ValueError: ``index`` outside ``timesteps``, or a sampling run already under way.
+        """
+        n = len(self.timesteps)
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
+            raise ValueError(f"begin index must be an int in [0, {n}), got {index!r}")
+        if self._step_index != self._begin_index:
+            raise ValueError(
+                f"{type(self).__name__}: a sampling run is under way; call set_timesteps before set_begin_index"
+            )
+        self._begin_index = index
+        self._step_index = index
+
 
 class DiscreteTimeScheduler(BaseScheduler):
     """Base for samplers of a discrete-time variance-preserving (VP) process (DDPM, DDIM, DPM-Solver, Karras).
@@ -425,9 +453,6 @@ class DiscreteTimeScheduler(BaseScheduler):
         schedule_args: keyword arguments of the schedule function, e.g. ``beta_start``, ``beta_end``.
     """
 
-    #: position of the next step in ``timesteps`` and where the run began (stateful samplers; see ``_start_at``)
-    _step_index: int = 0
-    _begin_index: int = 0
     #: whether this sampler can evaluate the model at fractional times (otherwise timesteps are rounded)
     allows_fractional_timesteps: bool = False
     #: default spacing when ``timestep_spacing`` is not given
@@ -559,22 +584,6 @@ class DiscreteTimeScheduler(BaseScheduler):
         if not hits.any():
             raise ValueError(f"timestep {t} is not one of this scheduler's timesteps; call set_timesteps first")
         return int(hits.nonzero()[0])
-
-    def _start_at(self, index: int) -> None:
-        """Shared part of ``set_begin_index`` for samplers that keep their position in ``_step_index``.
-
-        Raises:
-            ValueError: ``index`` outside ``timesteps``, or a sampling run already under way.
-        """
-        n = len(self.timesteps)
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-            raise ValueError(f"begin index must be an int in [0, {n}), got {index!r}")
-        if self._step_index != self._begin_index:
-            raise ValueError(
-                f"{type(self).__name__}: a sampling run is under way; call set_timesteps before set_begin_index"
-            )
-        self._begin_index = index
-        self._step_index = index
 
     def _check_counter(self, counter: int, timestep: torch.Tensor | float | int) -> None:
         """For stateful samplers that advance a step counter: ``timestep`` must be ``self.timesteps[counter]``.

@@ -114,8 +114,7 @@ class EulerKarrasScheduler(_KarrasBase):
     def set_begin_index(self, index: int) -> None:
         """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
 
-        ``DiffusionInferer`` calls it when ``sample`` starts mid-grid. (Heun has no such entry point: its grid lists
-        each level twice; truncate the levels with ``set_timesteps(timesteps=...)`` instead.)
+        ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
         """
         self._start_at(index)
 
@@ -177,9 +176,19 @@ class HeunKarrasScheduler(_KarrasBase):
         self._publish_timesteps(expanded, device)
         _, self._levels_seq = self._levels(None, t)
         self.num_inference_steps = int(t.numel())
-        self._counter = 0
+        self._step_index = 0
+        self._begin_index = 0
         self.sample_prev = None
         self.eps_prev = None
+
+    def set_begin_index(self, index: int) -> None:
+        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
+
+        A level's first entry in ``timesteps`` is the corrector stage of the step that ends there; a run cannot
+        start with a correction, so an odd ``index`` moves to the next entry, the predictor stage at the same time
+        (``begin_index`` tells where the run starts). ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
+        """
+        self._start_at(index + index % 2 if isinstance(index, int) else index)
 
     def step(
         self,
@@ -195,7 +204,7 @@ class HeunKarrasScheduler(_KarrasBase):
             ``next_sample`` is the Euler prediction at the next level, after a corrector stage the Heun result.
         """
         self._check_pair(model_output, sample)
-        k = self._counter
+        k = self._step_index
         self._check_counter(k, timestep)
         dtype = sample.dtype
         x = sample.float()
@@ -217,5 +226,5 @@ class HeunKarrasScheduler(_KarrasBase):
             s_next = s_cur
             self.sample_prev = None
             self.eps_prev = None
-        self._counter = k + 1
+        self._step_index = k + 1
         return (self._vp_alpha(s_next) * y_next).to(dtype), x0.to(dtype)

@@ -682,12 +682,25 @@ class ContinuousTimeScheduler(BaseScheduler):
             grid = self.time_grid(self._num_points(num_inference_steps))
         self._plan = self._build_plan(grid)
         self._step_index = 0
+        self._begin_index = 0
         self._saved_sample = None
         self._saved_derivative = None
         self.num_inference_steps = len(self._plan)
         self._plan_timesteps = [p[1] * (self.num_train_timesteps - 1) for p in self._plan]
         public = torch.tensor(self._plan_timesteps, dtype=torch.float32)
         self.timesteps = public if device is None else public.to(device)
+
+    def set_begin_index(self, index: int) -> None:
+        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
+
+        The first entry at a time is where a step starts, except for the probability-flow Heun correction, which
+        needs its Euler stage: from there the run starts at the next entry, at the same time (``begin_index`` tells
+        where). ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
+        """
+        if isinstance(index, int) and 0 <= index < len(self._plan):
+            while self._plan[index][0] == HEUN:
+                index += 1
+        self._start_at(index)
 
     # ------------------------------------------------------------------------------------------ stepping
     def _check_timestep(self, timestep: Any, index: int) -> None:
