@@ -17,7 +17,8 @@ Usage::
 
     python benchmarks/samplers.py            # full run
     python benchmarks/samplers.py --quick    # NFE 10 and 20, smaller sample, fewer timing repeats
-    python benchmarks/samplers.py --json results.json
+    python benchmarks/samplers.py --json results.json --plot w1.png
+    python benchmarks/samplers.py --replot results.json --plot w1.png   # redraw the figure only
 """
 
 from __future__ import annotations
@@ -289,13 +290,63 @@ def markdown_tables(rows: list[dict[str, Any]], costs: list[dict[str, Any]], fam
     return "\n".join(lines)
 
 
+def plot_results(rows: list[dict[str, Any]], path: str) -> None:
+    """W1 of the best configuration per NFE, per sampler family, on log-log axes (ours solid, baselines dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    stochastic = ("DDPM", "NCSN", "EulerMaruyama", "PredictorCorrector")
+    all_families = list(dict.fromkeys(r["family"] for r in rows))
+    panels = {
+        "deterministic samplers (ODE solvers, DDIM, PNDM)": [
+            f for f in all_families if not any(k in f for k in stochastic)
+        ],
+        "stochastic samplers": [f for f in all_families if any(k in f for k in stochastic)],
+    }
+    colors = plt.get_cmap("tab20").colors
+    for ax, (title, families) in zip(axes, panels.items()):
+        for i, family in enumerate(families):
+            best: dict[int, dict[str, Any]] = {}
+            for r in rows:
+                if r["family"] == family and (r["budget"] not in best or r["w1"] < best[r["budget"]]["w1"]):
+                    best[r["budget"]] = r
+            pts = sorted((r["nfe"], r["w1"]) for r in best.values())
+            ours = family.startswith("ours")
+            style = {"marker": "o" if ours else "x", "ls": "-" if ours else "--", "lw": 1.8 if ours else 1.0}
+            ax.plot(*zip(*pts), color=colors[i % len(colors)], label=family, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model evaluations (NFE)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0].set_ylabel("W1 to the true mixture (best configuration)")
+    fig.suptitle("Sampler error under the exact score (benchmarks/samplers.py)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="NFE 10 and 20 only, smaller sample, fewer repeats")
     parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
     parser.add_argument("--size", type=int, default=None, help="image side of the (8, 1, size, size) sample batch")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as markdown (for the docs)")
+    parser.add_argument("--plot", type=str, default=None, help="also write a W1-versus-NFE figure (PNG) to this path")
+    parser.add_argument(
+        "--replot", type=str, default=None, metavar="JSON", help="only draw --plot from the rows of a --json file"
+    )
     args = parser.parse_args()
+    if args.replot:
+        if not args.plot:
+            parser.error("--replot needs --plot PATH")
+        with open(args.replot) as f:
+            plot_results(json.load(f)["rows"], args.plot)
+        return
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
 
     nfes = [10, 20] if args.quick else [5, 10, 20, 50, 100]
@@ -363,6 +414,8 @@ def main() -> None:
     if args.markdown:
         print()
         print(markdown_tables(rows, costs, families))
+    if args.plot:
+        plot_results(rows, args.plot)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
