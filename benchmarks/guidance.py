@@ -133,6 +133,7 @@ def accuracy(nfes: list[int], scales: list[float], n: int) -> list[dict]:
                             "target_vs_tilted": tilt,
                         }
                     )
+            print(f"  done: scale {scale:g}, {name}", flush=True)  # progress: the full run takes about 25 min
     return rows
 
 
