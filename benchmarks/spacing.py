@@ -3,14 +3,18 @@
 The uniform log-SNR grid (the default of our DPM-Solver++ and UniPC) is best for the linear schedule of
 ``benchmarks/samplers.py``, but the cosine schedule drives ``abar`` to about 2e-9 at ``t = 999`` (log-SNR near -20),
 and a log-SNR grid then spends several evaluations where the data are already destroyed. This script measures it:
-for each schedule, spacing and order, the 1-Wasserstein distance to the mixture
-``0.4 N(-0.8, 0.2^2) + 0.6 N(0.6, 0.3^2)`` of samples drawn with the exact noise prediction from stratified initial
-noise (normal quantiles in a seeded random order; deterministic samplers, so no Monte-Carlo floor to speak of),
-with DDIM as the reference.
+for each data set, schedule, spacing and order, the 1-Wasserstein distance to the data mixture of samples drawn with
+the exact noise prediction from stratified initial noise (normal quantiles in a seeded random order; deterministic
+samplers, so no Monte-Carlo floor to speak of), with DDIM as the reference. ``log_snr, lambda_min=L`` is the
+log-SNR grid clipped below at half log-SNR ``L`` after its first point at ``t = 999`` (the ``lambda_min`` option).
+
+Data (scalar mixtures, every pixel an independent draw): ``main`` ``0.4 N(-0.8, 0.2^2) + 0.6 N(0.6, 0.3^2)``;
+``wide`` ``0.3 N(-2.5, 0.3^2) + 0.4 N(0, 0.5^2) + 0.3 N(2.5, 0.3^2)``; ``narrow`` ``0.5 N(-0.3, 0.05^2) +
+0.5 N(0.3, 0.05^2)``.
 
 Usage::
 
-    python benchmarks/spacing.py                 # cosine and linear schedules, NFE 10 and 20
+    python benchmarks/spacing.py                 # three data sets, cosine and linear schedules, NFE 10 and 20
     python benchmarks/spacing.py --json out.json
 """
 
@@ -28,6 +32,13 @@ from monai_diffusion.networks.schedulers import DDIMScheduler, DPMSolverMultiste
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 
 MIXTURE = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-0.8, 0.6]), torch.tensor([0.2, 0.3]))
+MIXTURES = {
+    "main": MIXTURE,
+    "wide": GaussianMixture(
+        torch.tensor([0.3, 0.4, 0.3]), torch.tensor([-2.5, 0.0, 2.5]), torch.tensor([0.3, 0.5, 0.3])
+    ),
+    "narrow": GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([-0.3, 0.3]), torch.tensor([0.05, 0.05])),
+}
 SCHEDULES = {"linear": "linear_beta", "cosine": "cosine"}
 
 
@@ -37,11 +48,11 @@ def stratified_noise(n: int, seed: int = 0) -> torch.Tensor:
     return z.reshape(2, 1, -1, 32)
 
 
-def w1(scheduler, nfe: int, noise: torch.Tensor) -> float:
+def w1(scheduler, nfe: int, noise: torch.Tensor, mixture: GaussianMixture = MIXTURE) -> float:
     scheduler.set_timesteps(nfe)
-    model = ExactModel(MIXTURE, scheduler)
+    model = ExactModel(mixture, scheduler)
     x = DiffusionInferer(scheduler).sample(noise.clone(), model, generator=torch.Generator().manual_seed(0))
-    return wasserstein1(x, MIXTURE)
+    return wasserstein1(x, mixture)
 
 
 def main() -> None:
@@ -52,46 +63,48 @@ def main() -> None:
     t0 = time.time()
     noise = stratified_noise(args.samples)
     rows = []
-    for sched_name, schedule in SCHEDULES.items():
-        probe = DDIMScheduler(1000, schedule=schedule)
-        abar_last = float(probe.marginal_coefficients(torch.tensor(999.0))[0] ** 2)
-        for nfe in (10, 20):
-            for spacing in ("linspace", "leading"):
-                rows.append(
-                    {
-                        "schedule": sched_name,
-                        "abar_999": abar_last,
-                        "sampler": "DDIM",
-                        "order": 1,
-                        "spacing": spacing,
-                        "nfe": nfe,
-                        "w1": w1(DDIMScheduler(1000, schedule=schedule, timestep_spacing=spacing), nfe, noise),
-                    }
-                )
-            for name, cls in (("DPM-Solver++", DPMSolverMultistepScheduler), ("UniPC", UniPCMultistepScheduler)):
-                for spacing in ("log_snr", "linspace", "trailing", "karras"):
-                    for order in (2, 3):
-                        sched = cls(1000, schedule=schedule, solver_order=order, timestep_spacing=spacing)
-                        rows.append(
-                            {
-                                "schedule": sched_name,
-                                "abar_999": abar_last,
-                                "sampler": name,
-                                "order": order,
-                                "spacing": spacing,
-                                "nfe": nfe,
-                                "w1": w1(sched, nfe, noise),
-                            }
-                        )
-    print(f"W1 to the mixture under the exact score ({args.samples} stratified samples)")
-    print(f"{'schedule':<8} {'abar(999)':>10} {'sampler':<13} {'order':>5} {'spacing':<9} {'NFE 10':>8} {'NFE 20':>8}")
-    keys = {(r["schedule"], r["sampler"], r["order"], r["spacing"]) for r in rows}
-    for key in sorted(keys, key=lambda k: (k[0] != "cosine", k[1] != "DDIM", k[1], k[2], k[3])):
-        cells = {r["nfe"]: r for r in rows if (r["schedule"], r["sampler"], r["order"], r["spacing"]) == key}
-        abar = cells[10]["abar_999"]
+    spacings = [("log_snr", None), ("linspace", None), ("trailing", None), ("karras", None)]
+    spacings += [("log_snr", -4.0), ("log_snr", -3.0)]
+    for data, mixture in MIXTURES.items():
+        for sched_name, schedule in SCHEDULES.items():
+            probe = DDIMScheduler(1000, schedule=schedule)
+            abar_last = float(probe.marginal_coefficients(torch.tensor(999.0))[0] ** 2)
+            base = {"data": data, "schedule": sched_name, "abar_999": abar_last}
+            for nfe in (10, 20):
+                for spacing in ("linspace", "leading"):
+                    sched = DDIMScheduler(1000, schedule=schedule, timestep_spacing=spacing)
+                    rows.append(
+                        dict(base, sampler="DDIM", order=1, spacing=spacing, nfe=nfe, w1=w1(sched, nfe, noise, mixture))
+                    )
+                for name, cls in (("DPM-Solver++", DPMSolverMultistepScheduler), ("UniPC", UniPCMultistepScheduler)):
+                    for spacing, lam in spacings:
+                        for order in (2, 3):
+                            sched = cls(
+                                1000, schedule=schedule, solver_order=order, timestep_spacing=spacing, lambda_min=lam
+                            )
+                            label = spacing if lam is None else f"{spacing}, lambda_min={lam:g}"
+                            rows.append(
+                                dict(
+                                    base,
+                                    sampler=name,
+                                    order=order,
+                                    spacing=label,
+                                    nfe=nfe,
+                                    w1=w1(sched, nfe, noise, mixture),
+                                )
+                            )
+    print(f"W1 to the data mixture under the exact score ({args.samples} stratified samples)")
+    print(
+        f"{'data':<7} {'schedule':<8} {'abar(999)':>10} {'sampler':<13} {'order':>5} {'spacing':<26} "
+        f"{'NFE 10':>8} {'NFE 20':>8}"
+    )
+    keys = {(r["data"], r["schedule"], r["sampler"], r["order"], r["spacing"]) for r in rows}
+    data_order = list(MIXTURES)
+    for key in sorted(keys, key=lambda k: (data_order.index(k[0]), k[1] != "cosine", k[2] != "DDIM", k[2:])):
+        cells = {r["nfe"]: r for r in rows if (r["data"], r["schedule"], r["sampler"], r["order"], r["spacing"]) == key}
         print(
-            f"{key[0]:<8} {abar:>10.2e} {key[1]:<13} {key[2]:>5d} {key[3]:<9} {cells[10]['w1']:>8.4f} "
-            f"{cells[20]['w1']:>8.4f}"
+            f"{key[0]:<7} {key[1]:<8} {cells[10]['abar_999']:>10.2e} {key[2]:<13} {key[3]:>5d} {key[4]:<26} "
+            f"{cells[10]['w1']:>8.4f} {cells[20]['w1']:>8.4f}"
         )
     result = {"rows": rows, "platform": platform.platform(), "torch": torch.__version__, "seconds": time.time() - t0}
     if args.json:

@@ -169,6 +169,7 @@ def spaced_timesteps(
     alphas_cumprod: torch.Tensor | None = None,
     steps_offset: int = 0,
     rho: float = 7.0,
+    lambda_min: float | None = None,
 ) -> torch.Tensor:
     """Decreasing float64 model-evaluation times on the training grid ``[0, T-1]``.
 
@@ -176,7 +177,10 @@ def spaced_timesteps(
     * ``leading``: ``k * (T // N) + steps_offset`` (DDIM, Song et al. 2021a);
     * ``trailing``: ``round(T - k T/N) - 1``, starting exactly at ``T-1`` (Lin et al. 2024);
     * ``log_snr``: uniform in log-SNR ``lambda_t`` between ``t=T-1`` and ``t=0`` (Lu et al. 2022a, Sec. 3.3),
-      mapped back to fractional times by interpolating ``log sigma_t`` (needs ``alphas_cumprod``);
+      mapped back to fractional times by interpolating ``log sigma_t`` (needs ``alphas_cumprod``). With
+      ``lambda_min`` (half log-SNR ``log(alpha / sigma)``) above ``lambda_{T-1}``, the grid is uniform between
+      ``lambda_min`` and ``lambda_0`` instead and its first point is moved to ``T-1``, so sampling still starts from
+      the prior but spends no further evaluations where the data are drowned in noise;
     * ``karras``: the noise levels of Karras et al. (2022), Eq. 5, between the training extremes, mapped back the
       same way (needs ``alphas_cumprod``).
 
@@ -199,7 +203,10 @@ def spaced_timesteps(
         ls = log_sigma_table(alphas_cumprod)
         grid = torch.arange(big_t, dtype=torch.float64)
         if spacing == "log_snr":
-            targets = torch.linspace(float(ls[-1]), float(ls[0]), n, dtype=torch.float64)
+            # ls is log(sigma / alpha) = -lambda: decreasing lambda_min clips the top of this range
+            top = float(ls[-1]) if lambda_min is None else min(float(ls[-1]), -float(lambda_min))
+            targets = torch.linspace(top, float(ls[0]), n, dtype=torch.float64)
+            targets[0] = ls[-1]
         else:
             targets = karras_sigmas(n, float(ls[0].exp()), float(ls[-1].exp()), rho).log()
         return interp(targets, ls, grid).clamp(0, big_t - 1)
@@ -448,6 +455,8 @@ class DiscreteTimeScheduler(BaseScheduler):
             see :class:`BaseScheduler`.
         timestep_spacing: one of :data:`TIMESTEP_SPACINGS`; see :func:`spaced_timesteps`.
         steps_offset: offset added to ``leading`` timesteps.
+        lambda_min: with ``timestep_spacing="log_snr"``, the lowest half log-SNR ``log(alpha / sigma)`` of the grid
+            after its first point at ``T-1`` (see :func:`spaced_timesteps`); ``None`` (default): the schedule's own.
         trained_with: optionally the scheduler the model was trained with (``"@train_scheduler"`` in a bundle); a
             ``ValueError`` naming both forward processes unless they agree (see ``check_forward_process``).
         schedule_args: keyword arguments of the schedule function, e.g. ``beta_start``, ``beta_end``.
@@ -473,6 +482,7 @@ class DiscreteTimeScheduler(BaseScheduler):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        lambda_min: float | None = None,
         trained_with: Any = None,
         **schedule_args,
     ) -> None:
@@ -490,6 +500,9 @@ class DiscreteTimeScheduler(BaseScheduler):
             raise ValueError(f"timestep_spacing must be one of {TIMESTEP_SPACINGS}, got {spacing!r}")
         self.schedule = schedule
         self.timestep_spacing = spacing
+        if lambda_min is not None and spacing != "log_snr":
+            raise ValueError(f"lambda_min applies to timestep_spacing='log_snr', not {spacing!r}")
+        self.lambda_min = None if lambda_min is None else float(lambda_min)
         self.steps_offset = int(steps_offset)
         betas, alphas, alphas_cumprod = make_schedule(schedule, num_train_timesteps, **schedule_args)
         self.register_buffer("betas", betas.float())
@@ -559,6 +572,7 @@ class DiscreteTimeScheduler(BaseScheduler):
             alphas_cumprod=self.alphas_cumprod.cpu(),
             steps_offset=self.steps_offset,
             rho=float(getattr(self, "rho", 7.0)),
+            lambda_min=self.lambda_min,
         )
         if drop_last:
             t = t[:-1]

@@ -89,6 +89,21 @@ class TestHelpers(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "alphas_cumprod"):
             spaced_timesteps(10, 1000, "log_snr")
 
+    def test_log_snr_lambda_min(self):
+        """The clipped log-SNR grid: first point T-1, then uniform in lambda from lambda_min; no-op below lambda_T."""
+        grid = torch.arange(1000, dtype=torch.float64)
+        for name in ("cosine", "linear_beta"):
+            abar = make_schedule(name, 1000)[2]
+            t = spaced_timesteps(11, 1000, "log_snr", abar, lambda_min=-3.0)
+            lam = -interp(t, grid, log_sigma_table(abar))
+            self.assertEqual(float(t[0]), 999.0)
+            expected = torch.linspace(-3.0, float(-log_sigma_table(abar)[0]), 11, dtype=torch.float64)[1:]
+            torch.testing.assert_close(lam[1:], expected, rtol=1e-6, atol=1e-6)
+        abar = make_schedule("linear_beta", 1000)[2]  # lambda_{999} = -5.06 > -8: the option changes nothing
+        torch.testing.assert_close(
+            spaced_timesteps(10, 1000, "log_snr", abar, lambda_min=-8.0), spaced_timesteps(10, 1000, "log_snr", abar)
+        )
+
     def test_schedules(self):
         for name in ("linear", "scaled_linear", "cosine", "linear_beta", "sigmoid_beta"):
             betas, alphas, abar = make_schedule(name, 1000)

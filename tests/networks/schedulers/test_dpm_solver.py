@@ -51,3 +51,28 @@ class TestLowerOrderFinal(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLambdaMin(unittest.TestCase):
+    def test_cosine_schedule_clipped_log_snr(self):
+        """Cosine betas put t = 999 at log-SNR -19.8; clipping the grid at lambda_min = -3 after the first point
+        fixes the 10-NFE solvers (measured on this mixture: DPM-Solver++ 3M W1 0.176 -> 0.0068, DDIM 0.048)."""
+        from monai_diffusion.inferers import DiffusionInferer
+        from monai_diffusion.networks.schedulers import DDIMScheduler
+        from monai_diffusion.utils.exact import GaussianMixture, wasserstein1
+
+        mixture = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-0.8, 0.6]), torch.tensor([0.2, 0.3]))
+        noise = stratified_normal((2, 1, 32, 32))
+
+        def run(sched):
+            sched.set_timesteps(10)
+            return wasserstein1(DiffusionInferer(sched).sample(noise.clone(), ExactModel(mixture, sched)), mixture)
+
+        plain = run(DPMSolverMultistepScheduler(schedule="cosine", solver_order=3))
+        clipped = run(DPMSolverMultistepScheduler(schedule="cosine", solver_order=3, lambda_min=-3.0))
+        ddim = run(DDIMScheduler(schedule="cosine", timestep_spacing="leading"))
+        self.assertLess(clipped, 0.015)
+        self.assertLess(clipped, ddim / 3)
+        self.assertGreater(plain, ddim)  # the unclipped default grid is worse than DDIM here
+        with self.assertRaisesRegex(ValueError, "lambda_min applies"):
+            DPMSolverMultistepScheduler(timestep_spacing="karras", lambda_min=-3.0)
