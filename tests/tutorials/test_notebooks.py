@@ -31,6 +31,11 @@ NOTEBOOKS = [
         ("exact draws from the mixture", "NCSN annealed Langevin", "iterations in", "event classifier, scale 1"),
     ),
     ("03_reconstruction.ipynb", 7, ("adjoint test", "Gaussian MMSE (exact)", "largest pixel difference between")),
+    (
+        "04_latent_diffusion.ipynb",
+        6,
+        ("resumed from the checkpoint at iteration", "latent std before scaling", "CFG scale 3"),
+    ),
 ]
 
 
