@@ -5,11 +5,15 @@ The diffusion process runs on ``z = scale_factor * E(x)`` of a first-stage autoe
 variance (Rombach et al., Sec. 4.3.2 / App. G: ``1 / std`` of the latents of a training batch);
 :func:`estimate_scale_factor` computes it from data. Everything else (conditioning, guidance wrappers, partial
 noising, DDIM inversion) is :class:`~monai_diffusion.inferers.diffusion.DiffusionInferer` applied to latents.
+
+The first stage is frozen here: it is encoded and decoded in eval mode (its previous mode is restored afterwards),
+because a MONAI ``VQVAE`` in training mode updates its codebook on every forward pass, also when it only encodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -59,6 +63,17 @@ def decode_latent(autoencoder: nn.Module, latents: torch.Tensor) -> torch.Tensor
     return model.decode_stage_2_outputs(latents)
 
 
+@contextmanager
+def frozen(autoencoder: nn.Module) -> Iterator[nn.Module]:
+    """Run the first stage in eval mode and restore its previous mode (a training ``VQVAE`` moves its codebook)."""
+    was_training = autoencoder.training
+    autoencoder.eval()
+    try:
+        yield autoencoder
+    finally:
+        autoencoder.train(was_training)
+
+
 def _batches(data: torch.Tensor | Iterable, image_key: str) -> Iterable[torch.Tensor]:
     if isinstance(data, torch.Tensor):
         yield data
@@ -97,12 +112,10 @@ def estimate_scale_factor(
     if device is None:
         first = next(autoencoder.parameters(), None)
         device = first.device if first is not None else "cpu"
-    was_training = autoencoder.training
-    autoencoder.eval()
     total = 0
     s1 = torch.zeros((), dtype=torch.float64)
     s2 = torch.zeros((), dtype=torch.float64)
-    try:
+    with frozen(autoencoder):
         for i, images in enumerate(_batches(data, image_key)):
             if max_batches is not None and i >= max_batches:
                 break
@@ -110,8 +123,6 @@ def estimate_scale_factor(
             total += z.numel()
             s1 += z.sum()
             s2 += (z**2).sum()
-    finally:
-        autoencoder.train(was_training)
     if total < 2:
         raise ValueError("estimate_scale_factor needs data with at least two latent values")
     var = (s2 - s1**2 / total) / (total - 1)
@@ -152,14 +163,15 @@ class LatentDiffusionInferer(DiffusionInferer):
     def encode(
         self, autoencoder_model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Scaled latents ``scale_factor * E(images)`` (no gradient through the encoder)."""
-        with torch.no_grad():
+        """Scaled latents ``scale_factor * E(images)`` (no gradient through the encoder; eval mode, see module doc)."""
+        with torch.no_grad(), frozen(autoencoder_model):
             z = encode_latent(autoencoder_model, images, self.sample_posterior, generator)
         return z * self.scale_factor
 
     def decode(self, autoencoder_model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
-        """Images ``D(latents / scale_factor)``."""
-        return decode_latent(autoencoder_model, latents / self.scale_factor)
+        """Images ``D(latents / scale_factor)`` (eval mode; gradients flow to the latents if enabled)."""
+        with frozen(autoencoder_model):
+            return decode_latent(autoencoder_model, latents / self.scale_factor)
 
     def __call__(  # type: ignore[override]
         self,

@@ -120,6 +120,26 @@ class TestLatent(unittest.TestCase):
             expected = decode_latent(ae, encode_latent(ae, images))
         self.assertLess((recon - expected).abs().max().item(), 0.05 * expected.abs().max().item())
 
+    def test_first_stage_is_frozen(self):
+        """A VQVAE left in training mode moves its codebook when it encodes; the inferer encodes and decodes in eval
+        mode, restores the mode, and leaves every weight unchanged."""
+        torch.manual_seed(0)
+        ae = vqvae(2).train()
+        images = make_input((2, 1, 8, 8))
+        before = {k: v.clone() for k, v in ae.state_dict().items()}
+        with torch.no_grad():
+            ae.encode_stage_2_inputs(images)  # what an unguarded encode does
+        moved = max((ae.state_dict()[k].float() - v.float()).abs().max().item() for k, v in before.items())
+        self.assertGreater(moved, 0.0)
+        before = {k: v.clone() for k, v in ae.state_dict().items()}
+        inferer = LatentDiffusionInferer(DDIMScheduler(100), scale_factor=0.5)
+        z = inferer.encode(ae, images)
+        inferer.decode(ae, z)
+        estimate_scale_factor(ae, images)
+        self.assertTrue(ae.training)
+        for k, v in before.items():
+            torch.testing.assert_close(ae.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
     def test_errors(self):
         with self.assertRaisesRegex(ValueError, "positive"):
             LatentDiffusionInferer(DDIMScheduler(10), scale_factor=0.0)
