@@ -200,7 +200,7 @@ class DiffusionInferer(Inferer):
         if start_image is not None and start_timestep is None and strength is None:
             raise ValueError("start_image needs start_timestep or strength (how far to noise it)")
         if first > 0 and hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(first)  # stateful samplers; ours may move to a valid entry at the same time
+            scheduler.set_begin_index(first)  # ours may move to an entry at the same time where a step can start
             first = int(getattr(scheduler, "begin_index", first))
         cond = self._condition(conditioning, mode, input_noise)
         if start_image is not None:

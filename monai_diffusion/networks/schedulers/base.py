@@ -298,7 +298,7 @@ class BaseScheduler(Scheduler):
     #: VP processes start from a standard normal
     init_noise_sigma: float = 1.0
 
-    #: position of the next step in ``timesteps`` and where the run began (stateful samplers; see ``_start_at``)
+    #: position of the next step in ``timesteps`` and where the run began (see ``set_begin_index``)
     _step_index: int = 0
     _begin_index: int = 0
 
@@ -418,11 +418,14 @@ class BaseScheduler(Scheduler):
         """The entry of ``timesteps`` the current run starts at (0 unless ``set_begin_index`` moved it)."""
         return self._begin_index
 
-    def _start_at(self, index: int) -> None:
-        """Shared part of ``set_begin_index`` for samplers that keep their position in ``_step_index``.
+    def set_begin_index(self, index: int) -> None:
+        """Start the next run at entry ``index`` of ``timesteps`` (partial noising: SDEdit, AnoDDPM).
 
-        Stateful samplers expose it as ``set_begin_index(index)``, after moving ``index`` to an entry where a step
-        can start (``begin_index`` tells where the run will start).
+        Call right after ``set_timesteps`` (which resets the position to 0). Stateful samplers keep their position in
+        ``_step_index`` and start with an empty multistep history (first order there, as at the start of a full
+        run). An entry where no step can start (a correction stage) moves to the next entry at the same time, see
+        ``_step_start``; ``begin_index`` tells where the run starts. ``DiffusionInferer`` calls this when ``sample``
+        starts mid-grid.
 
         Raises:
             ValueError: ``index`` outside ``timesteps``, or a sampling run already under way.
@@ -434,8 +437,11 @@ class BaseScheduler(Scheduler):
             raise ValueError(
                 f"{type(self).__name__}: a sampling run is under way; call set_timesteps before set_begin_index"
             )
-        self._begin_index = index
-        self._step_index = index
+        self._begin_index = self._step_index = self._step_start(index)
+
+    def _step_start(self, index: int) -> int:
+        """The entry at or after ``index``, at the same time, where a step can start (every entry by default)."""
+        return index
 
 
 class DiscreteTimeScheduler(BaseScheduler):
@@ -590,6 +596,7 @@ class DiscreteTimeScheduler(BaseScheduler):
         self.num_inference_steps = int(t.numel())
         public = t.long() if bool((t == t.round()).all()) else t.float()
         self.timesteps = public.to(device) if device is not None else public
+        self._step_index = self._begin_index = 0  # a new grid starts a new run
 
     def _index_of(self, timestep: torch.Tensor | float | int) -> int:
         """Position of ``timestep`` in ``self.timesteps`` (the first match)."""

@@ -149,19 +149,8 @@ class DPMSolverMultistepScheduler(DiscreteTimeScheduler):
         self._alphas_seq = [float(a) for a in alpha] + [1.0]
         self._sigmas_seq = [float(s) for s in sigma] + [0.0]
         self._lambdas_seq = [math.log(a / s) for a, s in zip(self._alphas_seq[:-1], self._sigmas_seq[:-1])]
-        self._step_index = 0
-        self._begin_index = 0
         self.x0_prev = None
         self.x0_prev2 = None
-
-    def set_begin_index(self, index: int) -> None:
-        """Start the next run at entry ``index`` of ``timesteps`` (partial noising: SDEdit, AnoDDPM).
-
-        Call right after ``set_timesteps``; the multistep history starts empty at ``index`` (first order there, as
-        at the start of a full run), and the grid's remaining entries are used as they are. ``DiffusionInferer``
-        calls it when ``sample`` starts mid-grid.
-        """
-        self._start_at(index)
 
     def _order_at(self, index: int) -> int:
         n = len(self.timesteps)

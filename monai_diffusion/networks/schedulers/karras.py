@@ -108,15 +108,6 @@ class EulerKarrasScheduler(_KarrasBase):
         t, _ = self._levels(num_inference_steps, timesteps)
         self._publish_timesteps(t, device)
         _, self._levels_seq = self._levels(None, self.timesteps.double().cpu())
-        self._step_index = 0
-        self._begin_index = 0
-
-    def set_begin_index(self, index: int) -> None:
-        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
-
-        ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
-        """
-        self._start_at(index)
 
     def step(
         self,
@@ -176,19 +167,12 @@ class HeunKarrasScheduler(_KarrasBase):
         self._publish_timesteps(expanded, device)
         _, self._levels_seq = self._levels(None, t)
         self.num_inference_steps = int(t.numel())
-        self._step_index = 0
-        self._begin_index = 0
         self.sample_prev = None
         self.eps_prev = None
 
-    def set_begin_index(self, index: int) -> None:
-        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
-
-        A level's first entry in ``timesteps`` is the corrector stage of the step that ends there; a run cannot
-        start with a correction, so an odd ``index`` moves to the next entry, the predictor stage at the same time
-        (``begin_index`` tells where the run starts). ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
-        """
-        self._start_at(index + index % 2 if isinstance(index, int) else index)
+    def _step_start(self, index: int) -> int:
+        """A level's first entry is the corrector stage of the step ending there: start at its predictor stage."""
+        return index + index % 2
 
     def step(
         self,

@@ -690,17 +690,11 @@ class ContinuousTimeScheduler(BaseScheduler):
         public = torch.tensor(self._plan_timesteps, dtype=torch.float32)
         self.timesteps = public if device is None else public.to(device)
 
-    def set_begin_index(self, index: int) -> None:
-        """Start the next run at entry ``index`` of ``timesteps`` (partial noising); call after ``set_timesteps``.
-
-        The first entry at a time is where a step starts, except for the probability-flow Heun correction, which
-        needs its Euler stage: from there the run starts at the next entry, at the same time (``begin_index`` tells
-        where). ``DiffusionInferer`` calls it when ``sample`` starts mid-grid.
-        """
-        if isinstance(index, int) and 0 <= index < len(self._plan):
-            while self._plan[index][0] == HEUN:
-                index += 1
-        self._start_at(index)
+    def _step_start(self, index: int) -> int:
+        """A probability-flow Heun correction needs its Euler stage: start at the next entry (same time)."""
+        while self._plan[index][0] == HEUN:
+            index += 1
+        return index
 
     # ------------------------------------------------------------------------------------------ stepping
     def _check_timestep(self, timestep: Any, index: int) -> None:
