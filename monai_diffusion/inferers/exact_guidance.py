@@ -148,13 +148,13 @@ class TemperedLabelClassifier(nn.Module):
     def log_event_prob(self, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """``log E[p(y | x0)^s | x_t = x]`` per sample, differentiable in ``x`` (float64)."""
         mix = self.mixture
+        a = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1)
+        s = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+        log_resp = mix.component_log_posterior(x.to(torch.float64), a, s)  # (B, K)
         x64 = x.to(torch.float64).reshape(x.shape[0], 1)
-        a = torch.as_tensor(alpha, dtype=torch.float64).reshape(-1, 1)
-        s2 = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1) ** 2
+        a, s2 = a.reshape(-1, 1), s.reshape(-1, 1) ** 2
         mu = mix.means.reshape(1, -1).to(x64)
         v0 = (mix.stds.reshape(1, -1) ** 2).to(x64)
-        loglik = -0.5 * ((x64 - a * mu) ** 2 / (a**2 * v0 + s2) + torch.log(2 * torch.pi * (a**2 * v0 + s2)))
-        log_resp = torch.log_softmax(loglik + torch.log(mix.weights.to(x64)), dim=1)  # (B, K)
         post_mean = (s2 * mu + a * v0 * x64) / (s2 + a**2 * v0)  # p(x0 | x_t, k) = N(post_mean, post_var)
         post_var = v0 * s2 / (s2 + a**2 * v0)
         x0 = post_mean.unsqueeze(-1) + post_var.sqrt().unsqueeze(-1) * self.nodes  # (B, K, J)

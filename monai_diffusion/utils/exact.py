@@ -143,6 +143,13 @@ class GaussianMixture:
     def _responsibilities(self, ll: torch.Tensor) -> torch.Tensor:
         return torch.softmax(ll + torch.log(self.weights.to(ll)), dim=-1)
 
+    def component_log_posterior(
+        self, x: torch.Tensor, alpha: float | torch.Tensor, sigma: float | torch.Tensor
+    ) -> torch.Tensor:
+        """``log p(k | x_t = x)`` for every component ``k``, K last (per element if elementwise, else (B, K))."""
+        ll, _, _ = self._component_terms(x, alpha, sigma)
+        return torch.log_softmax(ll + torch.log(self.weights.to(ll)), dim=-1)
+
     def log_prob(
         self, x: torch.Tensor, alpha: float | torch.Tensor = 1.0, sigma: float | torch.Tensor = 0.0
     ) -> torch.Tensor:
@@ -181,8 +188,7 @@ class GaussianMixture:
         """Exact log p(y = label | x_t = x) of the noised data (per sample; per element if elementwise)."""
         if self.labels is None:
             raise ValueError("this mixture has no component labels")
-        ll, _, _ = self._component_terms(x, alpha, sigma)
-        logpost = torch.log_softmax(ll + torch.log(self.weights.to(ll)), dim=-1)
+        logpost = self.component_log_posterior(x, alpha, sigma)
         lab = torch.as_tensor(label, device=x.device)
         if lab.ndim == 0:
             mask = self.labels.to(x.device) == lab
