@@ -218,12 +218,8 @@ def mri_section(train, test, quick, args):
                             sec_per_slice=sec / x.shape[0],
                         )
                     )
-                    rec, sec = timed(
-                        lambda op=op, y=y, k=f"{coils}/{mtype}/R{r}": l1_wavelet_cs(
-                            op, y, lam[k], cs_iters, lipschitz=1.0
-                        ),
-                        1,
-                    )
+                    key = f"{coils}/{mtype}/R{r}"  # the tuned CS lambda and DPS step of this configuration
+                    rec, sec = timed(lambda op=op, y=y, k=key: l1_wavelet_cs(op, y, lam[k], cs_iters, lipschitz=1.0), 1)
                     rows.append(
                         dict(
                             extra,
@@ -247,8 +243,7 @@ def mri_section(train, test, quick, args):
                             sec_per_slice=sec / x.shape[0],
                         )
                     )
-                    step = args.dps_step[f"{coils}/{mtype}/R{r}"]
-                    run_samplers(op, prior, y, x, args.steps, args.samples, step, "mri", rows, 1, extra)
+                    run_samplers(op, prior, y, x, args.steps, args.samples, args.dps_step[key], "mri", rows, 1, extra)
                     print(f"  done {contrast} {coils} {mtype} R={r}", flush=True)
     return rows, lam
 
