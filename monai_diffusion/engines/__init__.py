@@ -5,7 +5,10 @@ Exports use the explicit ``import X as X`` form, one per line."""
 from __future__ import annotations
 
 from .ema import ExponentialMovingAverage as ExponentialMovingAverage
+from .handlers import ProgressBar as ProgressBar
+from .handlers import TrainingLog as TrainingLog
 from .prepare_batch import DiffusionPrepareBatch as DiffusionPrepareBatch
+from .recipes import AutocastInferer as AutocastInferer
 from .recipes import AutoencoderStep as AutoencoderStep
 from .recipes import autoencoder_trainer as autoencoder_trainer
 from .recipes import brainsim_loader as brainsim_loader

@@ -38,6 +38,7 @@ __all__ = [
     "latest_checkpoint",
     "diffusion_trainer",
     "AutoencoderStep",
+    "AutocastInferer",
     "autoencoder_trainer",
 ]
 
@@ -89,6 +90,11 @@ def brainsim_loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or the network itself)."""
+    return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
 
 
 def latest_checkpoint(checkpoint_dir: str | Path | None) -> Path | None:
@@ -149,6 +155,7 @@ def diffusion_trainer(
     resume: bool = True,
     seed: int = 0,
     train_handlers: Sequence | None = None,
+    amp_dtype: str | torch.dtype | None = None,
 ) -> tuple[SupervisedTrainer, ExponentialMovingAverage | None]:
     """A ``SupervisedTrainer`` for a diffusion network (2D or 3D, pixel or latent space).
 
@@ -166,18 +173,24 @@ def diffusion_trainer(
         checkpoint_dir, save_interval, resume: checkpointing (see module docs).
         seed: seeds the noise/timestep generator.
         train_handlers: extra handlers.
+        amp_dtype: run the network's forward under ``torch.autocast`` with this dtype (``"bfloat16"`` on CPU or
+            CUDA, ``"float16"`` on CUDA); the loss is computed in float32. MONAI's ``amp=True`` autocasts on CUDA
+            only, hence this option. ``None``: float32.
 
     Returns:
         ``(trainer, ema)``; sample with ``ema.averaged`` (or the network when ``ema_decay`` is None).
     """
     device = torch.device(device)
     network = network.to(device)
-    params = list(network.parameters())
+    base = _unwrap(network)  # EMA and checkpoints hold the plain module under DistributedDataParallel
+    params = list(base.parameters())
     if null_condition is not None:
         null_condition = null_condition.to(device)
         params += list(null_condition.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr)
-    inferer = DiffusionInferer(scheduler, condition_mode, null_condition, condition_dropout)
+    inferer: Any = DiffusionInferer(scheduler, condition_mode, null_condition, condition_dropout)
+    if amp_dtype is not None:
+        inferer = AutocastInferer(inferer, device.type, amp_dtype)
     prepare = DiffusionPrepareBatch(
         scheduler,
         image_key=image_key,
@@ -186,8 +199,8 @@ def diffusion_trainer(
         loss_weighting=loss_weighting,
         generator=torch.Generator().manual_seed(seed),
     )
-    ema = ExponentialMovingAverage(network, ema_decay) if ema_decay is not None else None
-    objects: dict[str, Any] = {"network": network, "optimizer": optimizer}
+    ema = ExponentialMovingAverage(base, ema_decay) if ema_decay is not None else None
+    objects: dict[str, Any] = {"network": base, "optimizer": optimizer}
     if ema is not None:
         objects["ema"] = ema
     if null_condition is not None and len(list(null_condition.parameters())) > 0:
@@ -207,10 +220,38 @@ def diffusion_trainer(
     )
     objects["trainer"] = trainer
     if ema is not None:  # before the checkpoint saver, so a checkpoint holds the EMA of the same iteration
-        ema.attach(trainer, network)
+        ema.attach(trainer, base)
     for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
         handler.attach(trainer)
     return trainer, ema
+
+
+class AutocastInferer:
+    """Call an inferer under ``torch.autocast(device_type, dtype)`` and return float32 outputs.
+
+    Args:
+        inferer: e.g. :class:`DiffusionInferer` (its training ``__call__`` is wrapped).
+        device_type: ``"cpu"`` or ``"cuda"``.
+        dtype: ``"bfloat16"``, ``"float16"`` or a torch dtype.
+
+    Raises:
+        ValueError: a dtype other than bfloat16/float16, or float16 on CPU.
+    """
+
+    def __init__(self, inferer: Callable, device_type: str, dtype: str | torch.dtype) -> None:
+        dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        if dt not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"amp_dtype must be bfloat16 or float16, got {dtype!r}")
+        if dt == torch.float16 and device_type == "cpu":
+            raise ValueError("float16 autocast is for CUDA; use bfloat16 on CPU")
+        self.inferer = inferer
+        self.device_type = device_type
+        self.dtype = dt
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.inferer(*args, **kwargs)
+        return out.float()
 
 
 def _kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
@@ -365,9 +406,9 @@ def autoencoder_trainer(
         train_handlers=list(train_handlers or []),
         decollate=False,
     )
-    objects: dict[str, Any] = {"network": autoencoder, "optimizer": optimizer, "trainer": trainer}
+    objects: dict[str, Any] = {"network": _unwrap(autoencoder), "optimizer": optimizer, "trainer": trainer}
     if discriminator is not None:
-        objects["discriminator"] = discriminator
+        objects["discriminator"] = _unwrap(discriminator)
         objects["d_optimizer"] = d_optimizer
     for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
         handler.attach(trainer)
