@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "monai_diffusion.engines.cli",
         "train diffusion models and autoencoders on the embedded data (resumable)",
     ),
+    "bundle": ("monai_diffusion.bundle.cli", "list, run, train, evaluate and verify the MONAI bundles in bundles/"),
+    "report": ("monai_diffusion.bundle.report", "evaluate every bundle against its baselines into a static HTML page"),
 }
 
 
