@@ -39,6 +39,7 @@ __all__ = [
     "diffusion_trainer",
     "AutoencoderStep",
     "AutocastInferer",
+    "attach_grad_clipping",
     "autoencoder_trainer",
 ]
 
@@ -156,6 +157,7 @@ def diffusion_trainer(
     seed: int = 0,
     train_handlers: Sequence | None = None,
     amp_dtype: str | torch.dtype | None = None,
+    grad_clip_norm: float | None = None,
 ) -> tuple[SupervisedTrainer, ExponentialMovingAverage | None]:
     """A ``SupervisedTrainer`` for a diffusion network (2D or 3D, pixel or latent space).
 
@@ -176,6 +178,9 @@ def diffusion_trainer(
         amp_dtype: run the network's forward under ``torch.autocast`` with this dtype (``"bfloat16"`` on CPU or
             CUDA, ``"float16"`` on CUDA); the loss is computed in float32. MONAI's ``amp=True`` autocasts on CUDA
             only, hence this option. ``None``: float32.
+        grad_clip_norm: clip the gradients' global norm to this value before each optimiser step (MONAI's
+            ``IterationEvents.BACKWARD_COMPLETED``); ``None``: no clipping. Latent-diffusion training on CPU hit a
+            gradient of 7e21 and NaN weights after ~200 iterations without it (see ``docs/bundles.md``).
 
     Returns:
         ``(trainer, ema)``; sample with ``ema.averaged`` (or the network when ``ema_decay`` is None).
@@ -219,6 +224,8 @@ def diffusion_trainer(
         decollate=False,
     )
     objects["trainer"] = trainer
+    if grad_clip_norm is not None:
+        attach_grad_clipping(trainer, params, grad_clip_norm)
     if ema is not None:  # before the checkpoint saver, so a checkpoint holds the EMA of the same iteration
         ema.attach(trainer, base)
     for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
@@ -252,6 +259,24 @@ class AutocastInferer:
         with torch.autocast(self.device_type, dtype=self.dtype):
             out = self.inferer(*args, **kwargs)
         return out.float()
+
+
+def attach_grad_clipping(engine, parameters: Sequence, max_norm: float) -> None:
+    """Clip the global gradient norm of ``parameters`` after every backward pass of a MONAI trainer.
+
+    Raises:
+        ValueError: a non-positive ``max_norm``.
+    """
+    from monai.engines.utils import IterationEvents
+
+    if not max_norm > 0:
+        raise ValueError(f"grad_clip_norm must be positive, got {max_norm}")
+    params = [p for p in parameters if p.requires_grad]
+
+    def _clip(_engine) -> None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, _clip)
 
 
 def _kl_loss(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:

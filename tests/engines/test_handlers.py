@@ -99,3 +99,22 @@ def test_unwrap():
     net = torch.nn.Linear(2, 2)
     assert _unwrap(torch.nn.DataParallel(net)) is net
     assert _unwrap(net) is net
+
+
+def test_grad_clipping_bounds_the_update():
+    """With clipping at 1e-6 and plain SGD the weights move by at most lr * 1e-6 per iteration."""
+    from monai.engines import SupervisedTrainer
+
+    from monai_diffusion.engines.recipes import attach_grad_clipping
+
+    net = torch.nn.Linear(4, 1).double()
+    before = [p.detach().clone() for p in net.parameters()]
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    data = [{"image": torch.randn(8, 4, dtype=torch.float64) * 100, "label": torch.randn(8, 1, dtype=torch.float64)}]
+    trainer = SupervisedTrainer("cpu", 1, data, net, opt, torch.nn.MSELoss(), decollate=False)
+    attach_grad_clipping(trainer, list(net.parameters()), 1e-6)
+    trainer.run()
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before)))
+    assert 0 < float(moved) <= 1e-6 * 1.0001
+    with pytest.raises(ValueError, match="positive"):
+        attach_grad_clipping(trainer, list(net.parameters()), 0.0)
