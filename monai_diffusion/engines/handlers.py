@@ -91,7 +91,6 @@ class ProgressBar:
     def attach(self, engine) -> None:
         from ignite.engine import Events
 
-        engine.add_event_handler(Events.STARTED, self._open)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
         engine.add_event_handler(Events.COMPLETED, self._close)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._fail)
@@ -99,15 +98,18 @@ class ProgressBar:
     def _open(self, engine) -> None:
         from tqdm.auto import tqdm
 
+        # opened at the first completed iteration, after a resumed run's checkpoint has set the iteration count
         total = engine.state.max_epochs * (engine.state.epoch_length or 0)
         self._bar = tqdm(
-            total=total, initial=engine.state.iteration, desc=self.desc, disable=self.disable, mininterval=5.0
+            total=total, initial=engine.state.iteration - 1, desc=self.desc, disable=self.disable, mininterval=5.0
         )
 
     def _update(self, engine) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(loss=f"{_loss_of(engine.state.output):.4f}", refresh=False)
+        if self._bar is None:
+            self._open(engine)
+        assert self._bar is not None
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{_loss_of(engine.state.output):.4f}", refresh=False)
 
     def _close(self, engine) -> None:
         if self._bar is not None:
