@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epoch-length", type=int, default=None, help="iterations per epoch")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--save-interval", type=int, default=100, help="iterations between checkpoints")
     parser.add_argument("--kind", choices=("kl", "vq"), default="kl", help="autoencoder type")
     parser.add_argument("--class-conditional", action="store_true", help="diffusion: condition on 'healthy'")
@@ -43,11 +43,24 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.size % 4:
         raise ValueError(f"--size must be a multiple of 4 for the preset networks, got {args.size}")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.epoch_length is not None and args.epoch_length < 1:
+        raise ValueError(f"--epoch-length must be >= 1, got {args.epoch_length}")
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {args.device!r} is not a device name (cpu, cuda, cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine; use --device cpu")
 
 
 def run(args: argparse.Namespace) -> int:
     from monai.networks.nets import VQVAE, AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 
+    from monai_diffusion.engines.handlers import ProgressBar
     from monai_diffusion.engines.recipes import autoencoder_trainer, brainsim_loader, diffusion_trainer
     from monai_diffusion.inferers.conditioning import NullCondition
     from monai_diffusion.networks.schedulers import DDPMScheduler
@@ -91,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint_dir=args.out,
             save_interval=args.save_interval,
             seed=args.seed,
+            train_handlers=[ProgressBar(desc="diffusion")],
         )
     else:
         ae: torch.nn.Module
@@ -128,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             image_key=args.contrast,
             checkpoint_dir=args.out,
             save_interval=args.save_interval,
+            train_handlers=[ProgressBar(desc="autoencoder")],
         )
     trainer.run()
     print(f"trained to iteration {trainer.state.iteration}; checkpoints in {args.out}")

@@ -178,6 +178,8 @@ class NullCondition(nn.Module):
             raise ValueError("NullCondition needs at least one of class_label, context, context_shape, fill_value")
         if context is not None and context_shape is not None:
             raise ValueError("give either a fixed `context` or a learned `context_shape`, not both")
+        if class_label is not None and (isinstance(class_label, bool) or int(class_label) < 0):
+            raise ValueError(f"class_label must be a non-negative class id, got {class_label!r}")
         self.class_label = None if class_label is None else int(class_label)
         self.fill_value = None if fill_value is None else float(fill_value)
         self.context: torch.Tensor | None

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import unittest
+
+import torch
 
 from monai_diffusion.engines import cli, latest_checkpoint
 
@@ -61,6 +64,15 @@ class TestTrainCLI(unittest.TestCase):
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "multiple of 4"):
             cli.run(parse(["diffusion", "--data", self.root, "--out", self.root, "--size", "18"]))
+        base = ["diffusion", "--data", f"{self.root}/never_built", "--out", self.root]
+        with self.assertRaisesRegex(ValueError, "--lr must be positive"):
+            cli.run(parse([*base, "--lr", "-1"]))
+        with self.assertRaisesRegex(ValueError, "not a device name"):
+            cli.run(parse([*base, "--device", "foo"]))
+        if not torch.cuda.is_available():
+            with self.assertRaisesRegex(ValueError, "CUDA is not available"):
+                cli.run(parse([*base, "--device", "cuda"]))
+        self.assertFalse(os.path.exists(f"{self.root}/never_built"), "arguments are checked before building data")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ class TestNullCondition(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "null context has shape"):
             NullCondition(context=torch.zeros(1, 3)).null_like({"crossattn": torch.ones(2, 1, 4)})
 
+    def test_negative_class_label_rejected(self):
+        with self.assertRaisesRegex(ValueError, "non-negative class id, got -1"):
+            NullCondition(class_label=-1)
+
     def test_partial_null_keeps_other_keys(self):
         null = NullCondition(class_label=9)
         cond = {"concat": torch.ones(2, 1, 4, 4), "class_label": torch.tensor([0, 1])}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -402,7 +403,7 @@ def generation_report(
         t0 = time.time()
         samples = gen(labels, generator=torch.Generator().manual_seed(seed), progress=progress)
         wall = time.time() - t0
-        slug = name.lower().replace(" ", "_")
+        slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
         files = (
             save_samples(samples, labels, out, contrasts, prefix=slug)
             if save_nifti
