@@ -359,6 +359,9 @@ class BaseScheduler(Scheduler):
             )
         if sample.ndim < 3:
             raise ValueError(f"sample must be batch-first, channel-first (B, C, *spatial), got {tuple(sample.shape)}")
+        for name, value in (("model_output", model_output), ("sample", sample)):
+            if not (value.is_floating_point() or value.is_complex()):
+                raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype} (it would be truncated)")
 
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | float | int

@@ -113,6 +113,15 @@ class SchedulerContract:
             self.assertEqual(tuple(x0.shape), shape)
             self.assertTrue(bool(torch.isfinite(x).all()), f"non-finite output for {spatial}")
 
+    def test_contract_integer_input_rejected(self) -> None:
+        s = self._ready()
+        t = s.timesteps[0]
+        x = torch.ones(1, 1, *SPATIAL_2D)
+        with self.assertRaisesRegex(TypeError, "sample must be a floating-point tensor"):
+            s.step(x, t, x.long())
+        with self.assertRaisesRegex(TypeError, "model_output must be a floating-point tensor"):
+            s.step(x.int(), t, x)
+
     def test_contract_generator_determinism(self) -> None:
         shape = (2, 1, *SPATIAL_2D)
         (a, _), _ = self._run(self._ready(), shape, seed=7)
