@@ -366,12 +366,15 @@ def langevin_corrector_step(
     """One Langevin MCMC step with the step size set by a signal-to-noise ratio ([SDE] Algorithms 4 and 5).
 
     ``eps = 2 alpha (snr ||z|| / ||score||)^2`` per sample (norms over all non-batch dimensions), then
-    ``x + eps score + sqrt(2 eps) z``.
+    ``x + eps score + sqrt(2 eps) z``. A sample whose score is exactly zero (e.g. a freshly built MONAI UNet, whose
+    output layer starts at zero) has no step size: it is left unchanged instead of turning into ``inf * 0 = NaN``.
     """
     dims = tuple(range(1, x.ndim))
-    grad_norm = torch.linalg.vector_norm(score, dim=dims).clamp_min(torch.finfo(x.dtype).tiny)
+    grad_norm = torch.linalg.vector_norm(score, dim=dims)
     noise_norm = torch.linalg.vector_norm(noise, dim=dims)
-    step = 2.0 * _bcast(alpha, noise_norm) * (snr * noise_norm / grad_norm) ** 2
+    ratio = torch.where(grad_norm > 0, noise_norm / grad_norm.clamp_min(torch.finfo(grad_norm.dtype).tiny), 0.0)
+    step = 2.0 * _bcast(alpha, noise_norm) * (snr * ratio) ** 2
+    step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
     step = step.reshape(-1, *([1] * (x.ndim - 1)))
     return x + step * score + (2.0 * step).sqrt() * noise
 

@@ -454,3 +454,33 @@ class TestProbabilityFlowContract(SchedulerContract, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestZeroScore(unittest.TestCase):
+    def test_predictor_corrector_with_a_fresh_unet_stays_finite(self):
+        """A freshly built MONAI UNet outputs exactly zero (zero-initialised output layer); the Langevin step size
+        ``(snr ||z|| / ||score||)^2`` used to overflow and turn every sample into NaN."""
+        from monai.networks.nets import DiffusionModelUNet
+
+        from monai_diffusion.inferers import DiffusionInferer as OurInferer
+        from monai_diffusion.networks.schedulers.sde import langevin_corrector_step
+
+        torch.manual_seed(0)
+        unet = DiffusionModelUNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            channels=(8, 8),
+            attention_levels=(False, False),
+            num_res_blocks=1,
+            norm_num_groups=8,
+        )
+        scheduler = PredictorCorrectorScheduler(1000)
+        scheduler.set_timesteps(4)
+        noise = torch.randn(2, 1, 16, 16)
+        out = OurInferer(scheduler).sample(noise, unet, scheduler, generator=torch.Generator().manual_seed(0))
+        self.assertTrue(bool(torch.isfinite(out).all()))
+        x = torch.randn(2, 1, 4, 4)
+        z = torch.randn(2, 1, 4, 4)
+        unchanged = langevin_corrector_step(x, torch.zeros_like(x), z, snr=0.16)
+        torch.testing.assert_close(unchanged, x, rtol=0, atol=0)
