@@ -376,3 +376,30 @@ class TestOperatorsOnCuda(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestBadInputMessages(unittest.TestCase):
+    def test_all_zero_mask_and_acceleration(self):
+        from monai_diffusion.operators import MRIOperator
+        from monai_diffusion.transforms.kspace import acceleration_of
+
+        with self.assertRaisesRegex(ValueError, "samples no k-space point"):
+            MRIOperator(torch.zeros(8, 8), spatial_dims=2)
+        with self.assertRaisesRegex(ValueError, "acceleration is undefined"):
+            acceleration_of(torch.zeros(8, 8))
+        self.assertEqual(acceleration_of(torch.tensor([[1.0, 0.0], [0.0, 0.0]])), 4.0)
+
+    def test_fft_rank(self):
+        from monai_diffusion.operators.mri import fft_centered, ifft_centered
+
+        with self.assertRaisesRegex(ValueError, "fewer than spatial_dims=3"):
+            fft_centered(torch.zeros(4, 4, dtype=torch.complex64), 3)
+        with self.assertRaisesRegex(ValueError, "spatial_dims must be 1, 2 or 3"):
+            ifft_centered(torch.zeros(4, 4, dtype=torch.complex64), 0)
+
+    def test_data_consistency_transform_names_missing_keys(self):
+        from monai_diffusion.transforms.kspace import KspaceDataConsistencyd
+
+        dc = KspaceDataConsistencyd(keys="image", kspace_key="kspace", mask_key="mask")
+        with self.assertRaisesRegex(KeyError, "needs the keys \\['mask'\\]"):
+            dc({"image": torch.zeros(1, 4, 4), "kspace": torch.zeros(1, 4, 4, dtype=torch.complex64)})

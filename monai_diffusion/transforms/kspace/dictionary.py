@@ -176,6 +176,9 @@ class KspaceDataConsistencyd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
+        needed = [k for k in (self.kspace_key, self.mask_key, self.maps_key) if k is not None and k not in d]
+        if needed:
+            raise KeyError(f"KspaceDataConsistencyd needs the keys {needed}; the data have {sorted(map(str, d))}")
         maps = d[self.maps_key] if self.maps_key is not None else None
         for key in self.key_iterator(d):
             d[key] = self.dc(d[key], d[self.kspace_key], d[self.mask_key], maps)

@@ -193,6 +193,13 @@ def make_mask(
 
 
 def acceleration_of(mask: torch.Tensor) -> float:
-    """Achieved acceleration: grid size / number of sampled points."""
+    """Achieved acceleration: grid size / number of sampled points.
+
+    Raises:
+        ValueError: a mask that samples nothing (its acceleration is undefined).
+    """
     m = torch.as_tensor(mask)
-    return float(m.numel() / m.sum().clamp_min(1))
+    sampled = float(m.sum())
+    if sampled <= 0:
+        raise ValueError(f"mask of shape {tuple(m.shape)} samples no k-space point; acceleration is undefined")
+    return float(m.numel() / sampled)
