@@ -313,7 +313,7 @@ def evaluate_samples(
     Returns a dict with ``fid`` and ``kid_mean``/``kid_std`` (all contrasts pooled), ``fid_per_contrast``,
     ``ms_ssim`` (mean MS-SSIM of random pairs of the same contrast: lower is more diverse; the real images' value
     is ``ms_ssim_real``), ``contrast_accuracy`` (share of samples the feature network assigns to the requested
-    contrast), and ``tissue_fractions`` (mean predicted CSF/GM/WM fractions of samples and of real images, and
+    contrast; ``contrast_accuracy_real`` is the same for the real images, the ceiling to read it against), and ``tissue_fractions`` (mean predicted CSF/GM/WM fractions of samples and of real images, and
     their absolute difference). ``pairs`` random pairs per contrast enter MS-SSIM (``None``: all pairs). 3D volumes
     enter the 2D feature network as axial slices (:func:`feature_view`). FID/KID here use features of a network trained on the embedded data, not
     Inception features: they compare methods within this project only (``docs/feature_network.md``).
@@ -327,6 +327,11 @@ def evaluate_samples(
         predict_contrast_and_tissue,
     )
 
+    if samples.ndim != reference.ndim:
+        raise ValueError(
+            f"generated images {tuple(samples.shape[1:])} and reference images {tuple(reference.shape[1:])} differ in "
+            "dimensionality: give a reference datalist of the same kind (2D slices or 3D volumes)"
+        )
     net = load_feature_network()
     g = torch.Generator().manual_seed(generator_seed)
     sample_labels = torch.as_tensor(sample_labels).reshape(-1)
@@ -348,8 +353,9 @@ def evaluate_samples(
         "ms_ssim_real": {},
     }
     probs, tissue = predict_contrast_and_tissue(view_s, net)
-    _, tissue_real = predict_contrast_and_tissue(view_r, net)
+    probs_real, tissue_real = predict_contrast_and_tissue(view_r, net)
     out["contrast_accuracy"] = float((probs.argmax(1) == view_s_labels).float().mean())
+    out["contrast_accuracy_real"] = float((probs_real.argmax(1) == view_r_labels).float().mean())
     for c in sorted(set(sample_labels.tolist())):
         name = contrasts[c]
         ms, mr = sample_labels == c, reference_labels == c
@@ -434,11 +440,13 @@ def generation_report(
                 round(m["wall_s"], 1),
             ]
         )
-    real_ms = next(iter(results["generators"].values()))["ms_ssim_real"] if results["generators"] else {}
+    first = next(iter(results["generators"].values())) if results["generators"] else {}
+    real_ms = first.get("ms_ssim_real", {})
     results["table"] = {"columns": columns, "rows": rows}
     results["notes"] = (
         f"{len(labels)} samples per method vs {len(reference)} real test images; MS-SSIM of real pairs "
-        f"{float(np.mean(list(real_ms.values()))) if real_ms else float('nan'):.3f}. FID/KID use this project's own "
+        f"{float(np.mean(list(real_ms.values()))) if real_ms else float('nan'):.3f}; contrast accuracy on the real "
+        f"images {first.get('contrast_accuracy_real', float('nan')):.3f}. FID/KID use this project's own "
         "feature network (docs/feature_network.md), comparable only within this project."
     )
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
