@@ -21,6 +21,7 @@ for the measured gap.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 import torch
@@ -85,6 +86,8 @@ class ClassifierFreeGuidance(GuidedModel):
         if not isinstance(null_condition, NullCondition):
             raise TypeError(f"null_condition must be a NullCondition, got {type(null_condition).__name__}")
         self.network = network
+        if not math.isfinite(float(guidance_scale)):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         self.null_condition = null_condition
         self.batched = bool(batched)
@@ -145,6 +148,8 @@ class ClassifierGuidance(GuidedModel):
         super().__init__()
         self.network = network
         self.classifier = classifier
+        if not math.isfinite(float(guidance_scale)):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         self.scheduler = scheduler
         self.prediction_type: str = str(prediction_type or getattr(scheduler, "prediction_type", "epsilon"))

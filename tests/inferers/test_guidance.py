@@ -200,6 +200,10 @@ class TestGuidanceWrappers(unittest.TestCase):
         net = ExactConditionalModel(MIX, sched, NULL)
         with self.assertRaisesRegex(ValueError, "null condition"):
             ClassifierFreeGuidance(net, 2.0, None)
+        with self.assertRaisesRegex(ValueError, "guidance_scale must be a finite number"):
+            ClassifierFreeGuidance(net, float("nan"), NullCondition(class_label=NULL))
+        with self.assertRaisesRegex(ValueError, "guidance_scale must be a finite number"):
+            ClassifierGuidance(ExactModel(MIX, sched), ExactClassifier(MIX, sched), float("inf"), sched)
         cfg = ClassifierFreeGuidance(net, 2.0, NullCondition(fill_value=0.0))
         x = make_input((2, 1, 1, 1))
         with self.assertRaisesRegex(ValueError, "missing null condition"):

@@ -36,6 +36,7 @@ NOTEBOOKS = [
         6,
         ("resumed from the checkpoint at iteration", "latent std before scaling", "CFG scale 3"),
     ),
+    ("05_generation_bundle.ipynb", 3, ("NIfTI samples", "guidance scale 3.0", "Gaussian latent prior")),
 ]
 
 

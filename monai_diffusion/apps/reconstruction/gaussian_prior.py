@@ -84,7 +84,13 @@ class StationaryGaussianPrior(nn.Module):
             raise ValueError(f"expected images (B, {', '.join(map(str, self.mean.shape))}), got {tuple(x.shape)}")
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``num`` prior samples (float64)."""
+        """Draw ``num`` prior samples (float64).
+
+        Raises:
+            ValueError: ``num`` is not a positive integer.
+        """
+        if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+            raise ValueError(f"num must be a positive integer, got {num!r}")
         w = torch.randn((num, *self.mean.shape), generator=generator, dtype=torch.float64).to(self.mean.device)
         z = ifft_centered(
             self.power.sqrt() * fft_centered(w.to(torch.complex128), self.spatial_dims), self.spatial_dims

@@ -38,6 +38,10 @@ def _dense_covariance(prior: StationaryGaussianPrior) -> torch.Tensor:
 
 
 class TestGaussianPrior(unittest.TestCase):
+    def test_sample_count_checked(self):
+        with self.assertRaisesRegex(ValueError, "num must be a positive integer, got 0"):
+            _prior((4, 5)).sample(0)
+
     @parameterized.expand([("2d", (4, 5)), ("3d", (3, 4, 2))])
     def test_score_matches_dense_formula(self, _, shape):
         prior = _prior(shape)
