@@ -13,6 +13,7 @@ validation-loss table and the time per iteration of each (ratio of medians over 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -98,10 +99,11 @@ def main() -> None:
         return total / count
 
     torch.manual_seed(0)
-    init = cfg.get_parsed_content("network_def", instantiate=True).state_dict()
+    template = copy.deepcopy(cfg.get_parsed_content("network_def"))  # the config caches one instance: copy it
+    init = {k: v.detach().clone() for k, v in template.state_dict().items()}
     results: dict = {"iterations": args.iterations, "threads": torch.get_num_threads(), "runs": {}}
     for name, amp in (("float32", None), ("bfloat16", "bfloat16")):
-        net = cfg.get_parsed_content("network_def", instantiate=True)
+        net = copy.deepcopy(template)
         net.load_state_dict(init)
         loader = DataLoader(
             cfg.get_parsed_content("train_dataset"),

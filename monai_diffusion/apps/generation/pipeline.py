@@ -239,13 +239,16 @@ def write_montage(
     contrasts: Sequence[str] = GENERATION_CONTRASTS,
     columns: int = 8,
 ) -> Path:
-    """A grey-scale PNG grid: one row per contrast present, the first ``columns`` images of each (3D: middle slice)."""
+    """A grey-scale PNG grid: one row per contrast present, ``columns`` images of each spread evenly over the set
+    (3D: middle axial slice)."""
     from PIL import Image
 
     labels = torch.as_tensor(labels).reshape(-1)
     rows = []
     for c in sorted(set(labels.tolist())):
-        idx = (labels == c).nonzero().reshape(-1)[:columns].tolist()
+        members = (labels == c).nonzero().reshape(-1)
+        picks = np.unique(np.linspace(0, len(members) - 1, num=min(columns, len(members))).round().astype(int))
+        idx = members[picks].tolist()  # spread over the set (consecutive items are often neighbouring slices)
         tiles = []
         for i in idx:
             img = images01[i, 0]
