@@ -45,6 +45,9 @@ ITERATIONS = 2
 MODELS = ("autoencoder", "discriminator", "network", "ema")
 #: relative (L2) agreement of the trained models' outputs with the reference: float32 summation order only
 RTOL = 1e-5
+#: the discriminator's outputs go through BatchNorm over 2 images per rank, which amplifies float32 summation-order
+#: differences: measured 1.3e-6 to 5.5e-5 relative across runs and thread counts
+DISCRIMINATOR_RTOL = 2e-4
 #: weight tensors: ||w_ddp - w_ref|| <= WEIGHT_TOL * ||w_ref - w_initial|| (measured <= 1e-4)
 WEIGHT_TOL = 1e-3
 
@@ -230,7 +233,16 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
-def test_torchrun_two_ranks_equal_single_process_global_batch(tiny_datalist, tmp_path):
+@pytest.fixture
+def one_thread():
+    """The reference runs on one thread, as the torchrun ranks do (OMP_NUM_THREADS=1): same summation order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_torchrun_two_ranks_equal_single_process_global_batch(tiny_datalist, tmp_path, one_thread):
     out, root = _torchrun(tmp_path, tiny_datalist)
     ranks = [torch.load(out / f"final_rank{r}.pt", weights_only=True) for r in range(WORLD)]
     initial = torch.load(out / "initial.pt", weights_only=True)
@@ -277,5 +289,6 @@ def test_torchrun_two_ranks_equal_single_process_global_batch(tiny_datalist, tmp
     start = _probe_outputs(_loaded(models, initial), images)
     for name in MODELS:
         error, change = _relative(ddp[name], ref[name]), _relative(start[name], ref[name])
-        assert error <= RTOL, f"{name} output: relative error {error:.1e} > {RTOL:.0e}"
+        tol = DISCRIMINATOR_RTOL if name == "discriminator" else RTOL
+        assert error <= tol, f"{name} output: relative error {error:.1e} > {tol:.0e}"
         assert change >= 100 * RTOL, f"{name} output barely changed in training ({change:.1e})"
