@@ -99,3 +99,25 @@ class TestSharedTestHelpers(unittest.TestCase):
         result = unittest.TestResult()
         Probe("test").run(result)
         self.assertEqual(len(result.skipped), 0 if HAS_CUDA else 1)
+
+
+def tiny_unet(
+    dims: int, in_channels: int = 1, conditioning: bool = False, classes: int | None = None, out_channels: int = 1
+):
+    """A small MONAI ``DiffusionModelUNet`` (2 levels of 8 channels) for fast tests; seeded."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    torch.manual_seed(0)
+    return DiffusionModelUNet(
+        spatial_dims=dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=(8, 8),
+        attention_levels=(False, conditioning),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_head_channels=8,
+        with_conditioning=conditioning,
+        cross_attention_dim=4 if conditioning else None,
+        num_class_embeds=classes,
+    )

@@ -7,12 +7,12 @@ import csv
 import pytest
 import torch
 from ignite.engine import Engine
-from monai.networks.nets import DiffusionModelUNet
 
 from monai_diffusion.engines import AutocastInferer, ProgressBar, TrainingLog, diffusion_trainer
 from monai_diffusion.engines.recipes import _unwrap
 from monai_diffusion.inferers import DiffusionInferer
 from monai_diffusion.networks.schedulers import DDPMScheduler
+from tests.test_utils import tiny_unet
 
 
 def _engine(losses):
@@ -56,21 +56,8 @@ def test_progress_bar_runs_and_reraises():
         failing.run([0], max_epochs=1)
 
 
-def _unet():
-    torch.manual_seed(0)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-    )
-
-
 def test_autocast_inferer_bfloat16_close_to_float32():
-    net, scheduler = _unet(), DDPMScheduler(1000)
+    net, scheduler = tiny_unet(2), DDPMScheduler(1000)
     with torch.no_grad():  # MONAI zero-initialises the output layer; give it weights so the outputs differ
         for p in net.out.parameters():
             p.normal_(0, 0.1)
@@ -89,7 +76,7 @@ def test_autocast_inferer_bfloat16_close_to_float32():
 
 def test_diffusion_trainer_bfloat16_runs():
     data = [{"image": torch.randn(4, 1, 16, 16)} for _ in range(3)]
-    trainer, ema = diffusion_trainer(_unet(), DDPMScheduler(1000), data, max_epochs=1, amp_dtype="bfloat16")
+    trainer, ema = diffusion_trainer(tiny_unet(2), DDPMScheduler(1000), data, max_epochs=1, amp_dtype="bfloat16")
     trainer.run()
     assert trainer.state.iteration == 3 and torch.isfinite(torch.as_tensor(trainer.state.output["loss"]))
     assert all(torch.isfinite(p).all() for p in ema.averaged.parameters())

@@ -3,7 +3,6 @@ from __future__ import annotations
 import unittest
 
 import torch
-from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler as MonaiDDIM
 from monai.networks.schedulers import DDPMScheduler as MonaiDDPM
 from parameterized import parameterized
@@ -21,25 +20,9 @@ from monai_diffusion.networks.schedulers import (
     UniPCMultistepScheduler,
 )
 from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
-from tests.test_utils import assert_allclose, dims_cases, make_input
+from tests.test_utils import assert_allclose, dims_cases, make_input, tiny_unet
 
 MIX = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-1.0, 1.0]), torch.tensor([0.3, 0.4]))
-
-
-def tiny_unet(dims: int, in_channels: int = 1, conditioning: bool = False, classes: int | None = None):
-    return DiffusionModelUNet(
-        spatial_dims=dims,
-        in_channels=in_channels,
-        out_channels=1,
-        channels=(8, 8),
-        attention_levels=(False, conditioning),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_head_channels=8,
-        with_conditioning=conditioning,
-        cross_attention_dim=4 if conditioning else None,
-        num_class_embeds=classes,
-    )
 
 
 def shape_for(dims: int) -> tuple[int, ...]:

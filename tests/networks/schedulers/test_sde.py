@@ -460,21 +460,11 @@ class TestZeroScore(unittest.TestCase):
     def test_predictor_corrector_with_a_fresh_unet_stays_finite(self):
         """A freshly built MONAI UNet outputs exactly zero (zero-initialised output layer); the Langevin step size
         ``(snr ||z|| / ||score||)^2`` used to overflow and turn every sample into NaN."""
-        from monai.networks.nets import DiffusionModelUNet
-
         from monai_diffusion.inferers import DiffusionInferer as OurInferer
         from monai_diffusion.networks.schedulers.sde import langevin_corrector_step
+        from tests.test_utils import tiny_unet
 
-        torch.manual_seed(0)
-        unet = DiffusionModelUNet(
-            spatial_dims=2,
-            in_channels=1,
-            out_channels=1,
-            channels=(8, 8),
-            attention_levels=(False, False),
-            num_res_blocks=1,
-            norm_num_groups=8,
-        )
+        unet = tiny_unet(2)
         scheduler = PredictorCorrectorScheduler(1000)
         scheduler.set_timesteps(4)
         noise = torch.randn(2, 1, 16, 16)
