@@ -51,21 +51,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _check_device(device: str | None) -> None:
-    if device is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:N)") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     from monai_diffusion.bundle import runner
+    from monai_diffusion.utils.devices import resolve_device
 
     if args.action == "list":
         rows = runner.list_bundles()
@@ -77,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise ValueError(f"`bundle {args.action}` needs a bundle name; see `monai-diffusion bundle list`")
-    _check_device(args.device)
+    if args.device is not None:
+        resolve_device(args.device)
     overrides = parse_overrides(args.set)
     for key in ("output_dir", "dataset_dir", "datalist"):
         if getattr(args, key) is not None:

@@ -81,11 +81,13 @@ def _bundle_path(name: str | os.PathLike) -> Path:
     path = Path(name)
     if (path / "configs" / "metadata.json").is_file():
         return path
-    path = bundles_dir() / str(name)
-    if not (path / "configs" / "metadata.json").is_file():
+    from monai_diffusion.bundle.weights import find_root
+
+    try:
+        return Path(find_root(str(name)))
+    except FileNotFoundError:
         known = [b["name"] for b in list_bundles()]
-        raise ValueError(f"no bundle {str(name)!r} in {bundles_dir()}; bundles there: {known}")
-    return path
+        raise ValueError(f"no bundle {str(name)!r} in {bundles_dir()}; bundles there: {known}") from None
 
 
 def bundle_configs(name: str | os.PathLike, kind: str = "inference", quick: bool = False) -> list[str]:

@@ -47,14 +47,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if args.epoch_length is not None and args.epoch_length < 1:
         raise ValueError(f"--epoch-length must be >= 1, got {args.epoch_length}")
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        raise ValueError(f"--device {args.device!r} is not a device name (cpu, cuda, cuda:N)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device!r}: CUDA is not available on this machine; use --device cpu")
+    from monai_diffusion.utils.devices import resolve_device
+
+    args.device = resolve_device(args.device)
 
 
 def run(args: argparse.Namespace) -> int:
