@@ -18,6 +18,7 @@ interrupted run continues where it stopped. They run on CPU and CUDA (``device``
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from monai_diffusion.losses.spectral import SpectralLoss
 __all__ = [
     "brainsim_loader",
     "latest_checkpoint",
+    "readable_checkpoint",
     "diffusion_trainer",
     "AutoencoderStep",
     "AutocastInferer",
@@ -98,17 +100,35 @@ def _unwrap(network: nn.Module) -> nn.Module:
     return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
 
 
-def latest_checkpoint(checkpoint_dir: str | Path | None) -> Path | None:
-    """The checkpoint with the largest ``iteration=N`` in its name (MONAI ``CheckpointSaver`` naming), if any."""
+def _iteration_of(path: Path) -> int:
+    m = re.search(r"iteration=(\d+)", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def readable_checkpoint(path: str | Path) -> bool:
+    """Whether ``torch.load(path, weights_only=True)`` succeeds (a run killed while saving leaves a truncated file)."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, bad pickle, empty file: every kind of unreadable
+        return False
+    return True
+
+
+def latest_checkpoint(checkpoint_dir: str | Path | None, verify: bool = True) -> Path | None:
+    """The readable checkpoint with the largest ``iteration=N`` in its name (MONAI ``CheckpointSaver`` naming).
+
+    With ``verify``, a newer file that cannot be loaded is skipped with a warning naming it, and the newest good one
+    is returned (``None`` when there is none).
+    """
     if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
         return None
-    best, best_it = None, -1
-    for path in Path(checkpoint_dir).glob("*.pt"):
-        m = re.search(r"iteration=(\d+)", path.name)
-        it = int(m.group(1)) if m else -1
-        if it > best_it:
-            best, best_it = path, it
-    return best
+    for path in sorted(Path(checkpoint_dir).glob("*.pt"), key=_iteration_of, reverse=True):
+        if not verify or readable_checkpoint(path):
+            return path
+        warnings.warn(
+            f"checkpoint {path} cannot be read (truncated or corrupt); falling back to an older one", stacklevel=2
+        )
+    return None
 
 
 def _checkpoint_handlers(

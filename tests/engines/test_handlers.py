@@ -105,3 +105,18 @@ def test_grad_clipping_bounds_the_update():
     assert 0 < float(moved) <= 1e-6 * 1.0001
     with pytest.raises(ValueError, match="positive"):
         attach_grad_clipping(trainer, list(net.parameters()), 0.0)
+
+
+def test_latest_checkpoint_skips_a_truncated_newest_file(tmp_path):
+    from monai_diffusion.engines import latest_checkpoint
+
+    torch.save({"network": {"w": torch.ones(3)}}, tmp_path / "checkpoint_iteration=2.pt")
+    torch.save({"network": {"w": torch.ones(3)}}, tmp_path / "checkpoint_iteration=4.pt")
+    data = (tmp_path / "checkpoint_iteration=4.pt").read_bytes()
+    (tmp_path / "checkpoint_iteration=4.pt").write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="checkpoint_iteration=4.pt cannot be read"):
+        assert latest_checkpoint(tmp_path).name == "checkpoint_iteration=2.pt"
+    assert latest_checkpoint(tmp_path, verify=False).name == "checkpoint_iteration=4.pt"
+    (tmp_path / "checkpoint_iteration=2.pt").write_bytes(b"")
+    with pytest.warns(UserWarning):
+        assert latest_checkpoint(tmp_path) is None
