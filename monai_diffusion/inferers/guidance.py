@@ -63,6 +63,11 @@ def _cat_conditions(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
     return {k: torch.cat([a[k], b[k]], dim=0) for k in a}
 
 
+#: on CPU, inputs of at most this many elements are guided in one batched call (measured on 2026-11-30: batched was
+#: faster for 4 x 1 x 32 x 32 and 8 x 3 x 16 x 16, two calls for 64 x 3 x 16 x 16 and for 8 or 64 x 1 x 64 x 64)
+CPU_BATCHED_MAX_ELEMENTS = 16384
+
+
 class ClassifierFreeGuidance(GuidedModel):
     """Classifier-free guidance around a network trained with condition dropout.
 
@@ -71,14 +76,21 @@ class ClassifierFreeGuidance(GuidedModel):
             :class:`GuidedModel`.
         guidance_scale: ``s`` in ``out(null) + s (out(c) - out(null))``; 1 is conditional, 0 unconditional.
         null_condition: the null condition used in training (required: guidance without it is undefined).
-        batched: evaluate the conditional and the null branch in one call of batch 2B (faster, more memory).
+        batched: evaluate the conditional and the null branch in one call of batch 2B (``True``) or in two calls
+            (``False``). ``None`` (default) decides per call: batched on CUDA, and on CPU only for small inputs
+            (at most :data:`CPU_BATCHED_MAX_ELEMENTS` elements), where measurement found it faster; on CPU larger
+            batches ran faster as two calls (``benchmarks/cfg_batching.py``, docs/inferers.md).
 
     Raises:
         ValueError: missing null condition; at call time, missing conditioning.
     """
 
     def __init__(
-        self, network: Callable, guidance_scale: float, null_condition: NullCondition | None, batched: bool = True
+        self,
+        network: Callable,
+        guidance_scale: float,
+        null_condition: NullCondition | None,
+        batched: bool | None = None,
     ) -> None:
         super().__init__()
         if null_condition is None:
@@ -90,7 +102,7 @@ class ClassifierFreeGuidance(GuidedModel):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         self.null_condition = null_condition
-        self.batched = bool(batched)
+        self.batched = None if batched is None else bool(batched)
 
     def forward(
         self, x: torch.Tensor, timesteps: torch.Tensor, conditioning: Mapping[str, torch.Tensor] | None = None
@@ -107,7 +119,8 @@ class ClassifierFreeGuidance(GuidedModel):
             return call_model(self.network, x, t, cond)
         if s == 0.0:
             return call_model(self.network, x, t, null)
-        if self.batched:
+        batched = self.batched if self.batched is not None else (x.is_cuda or x.numel() <= CPU_BATCHED_MAX_ELEMENTS)
+        if batched:
             out = call_model(self.network, torch.cat([x, x]), torch.cat([t, t]), _cat_conditions(cond, null))
             out_c, out_u = out.chunk(2)
         else:

@@ -232,6 +232,24 @@ class TestGuidanceWrappers(unittest.TestCase):
         )(x, t, {"class_label": torch.tensor([1] * 5)})
         assert_allclose(composed, a, atol=1e-8)
 
+    def test_default_batching_follows_the_input_size_on_cpu(self):
+        from monai_diffusion.inferers.guidance import CPU_BATCHED_MAX_ELEMENTS
+
+        calls = []
+
+        def net(x, timesteps, class_labels=None):
+            calls.append(x.shape[0])
+            return torch.zeros_like(x)
+
+        cfg = ClassifierFreeGuidance(net, 3.0, NullCondition(class_label=NULL))
+        small = torch.zeros(2, 1, 8, 8)
+        large = torch.zeros(2, 1, 1, CPU_BATCHED_MAX_ELEMENTS)
+        cfg(small, torch.tensor(5), {"class_label": torch.tensor([1, 1])})
+        self.assertEqual(calls, [4], "small CPU input: one batched call of 2B")
+        calls.clear()
+        cfg(large, torch.tensor(5), {"class_label": torch.tensor([1, 1])})
+        self.assertEqual(calls, [2, 2], "large CPU input: two calls of B")
+
     def test_classifier_gradients_only_inside(self):
         """A MONAI DiffusionModelEncoder classifier under torch.no_grad sampling; the network gets no gradients."""
         classifier = DiffusionModelEncoder(
