@@ -36,7 +36,12 @@ def main() -> None:
     from monai.bundle import ConfigParser
 
     from monai_diffusion.apps.generation import contrast_items
-    from monai_diffusion.apps.generation.pipeline import contrast_labels, evaluate_samples, load_reference
+    from monai_diffusion.apps.generation.pipeline import (
+        contrast_labels,
+        evaluate_samples,
+        load_reference,
+        reference_statistics,
+    )
     from monai_diffusion.bundle import find_root
     from monai_diffusion.networks import schedulers
 
@@ -51,7 +56,7 @@ def main() -> None:
     gen = cfg.get_parsed_content("generator")
     contrasts = cfg["contrasts"]
     items = contrast_items(cfg.get_parsed_content("datalist"), "validation", contrasts, cfg["min_brain_voxels"])
-    reference, ref_labels = load_reference(items)
+    reference = reference_statistics(*load_reference(items))  # the real side once for every row
     labels = contrast_labels(contrasts, per, contrasts)
     base_kwargs = {k: cfg["scheduler"][k] for k in ("num_train_timesteps", "schedule", "beta_start", "beta_end")}
     rows: list[dict] = []
@@ -61,7 +66,7 @@ def main() -> None:
         t0 = time.perf_counter()
         samples = gen(labels, generator=torch.Generator().manual_seed(0))
         wall = time.perf_counter() - t0
-        m = evaluate_samples(samples, labels, reference, ref_labels, contrasts, pairs=100)
+        m = evaluate_samples(samples, labels, reference, contrasts=contrasts, pairs=100)
         rows.append({"sampler": name, "steps": steps, "scale": scale, "nfe": gen.nfe(), "wall_s": wall, **m})
         print(
             f"| {name} | {steps} | {scale:g} | {gen.nfe()} | {m['fid']:.3f} | {1e3 * m['kid_mean']:.2f} | "
@@ -70,7 +75,7 @@ def main() -> None:
             flush=True,
         )
 
-    print(f"\n{len(labels)} samples per row against {len(reference)} validation images")
+    print(f"\n{len(labels)} samples per row against {len(reference['images'])} validation images")
     print("| sampler | steps | guidance | NFE | FID | KID x1e3 | contrast acc. | MS-SSIM | tissue diff | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for scale in scales:  # guidance sweep at the default sampler and step count

@@ -35,6 +35,7 @@ __all__ = [
     "contrast_labels",
     "save_samples",
     "load_reference",
+    "reference_statistics",
     "evaluate_samples",
     "generation_report",
 ]
@@ -301,11 +302,31 @@ def feature_view(images: torch.Tensor, labels: torch.Tensor, size: int = 64) -> 
     return slices, labels.repeat_interleave(len(idx))
 
 
+def reference_statistics(reference: torch.Tensor, reference_labels: torch.Tensor, network=None) -> dict[str, Any]:
+    """What :func:`evaluate_samples` needs from the real images, computed once for any number of generators: the
+    feature network's view of them, their features, contrast probabilities and tissue fractions."""
+    from monai_diffusion.metrics import extract_features, load_feature_network, predict_contrast_and_tissue
+
+    net = network if network is not None else load_feature_network()
+    reference_labels = torch.as_tensor(reference_labels).reshape(-1)
+    view, view_labels = feature_view(reference, reference_labels)
+    probs, tissue = predict_contrast_and_tissue(view, net)
+    return {
+        "images": reference,
+        "labels": reference_labels,
+        "view_labels": view_labels,
+        "features": extract_features(view, net),
+        "probs": probs,
+        "tissue": tissue,
+        "network": net,
+    }
+
+
 def evaluate_samples(
     samples: torch.Tensor,
     sample_labels: torch.Tensor,
-    reference: torch.Tensor,
-    reference_labels: torch.Tensor,
+    reference: torch.Tensor | dict[str, Any],
+    reference_labels: torch.Tensor | None = None,
     contrasts: Sequence[str] = GENERATION_CONTRASTS,
     generator_seed: int = 0,
     kid_subsets: int = 20,
@@ -313,41 +334,49 @@ def evaluate_samples(
 ) -> dict[str, Any]:
     """Measure generated images against real ones with the project's feature network.
 
+    ``reference`` is the real images (with ``reference_labels``) or, to measure several generators against the same
+    images without recomputing their side, the output of :func:`reference_statistics`.
+
     Returns a dict with ``fid`` and ``kid_mean``/``kid_std`` (all contrasts pooled), ``fid_per_contrast``,
     ``ms_ssim`` (mean MS-SSIM of random pairs of the same contrast: lower is more diverse; the real images' value
     is ``ms_ssim_real``), ``contrast_accuracy`` (share of samples the feature network assigns to the requested
-    contrast; ``contrast_accuracy_real`` is the same for the real images, the ceiling to read it against), and ``tissue_fractions`` (mean predicted CSF/GM/WM fractions of samples and of real images, and
-    their absolute difference). ``pairs`` random pairs per contrast enter MS-SSIM (``None``: all pairs). 3D volumes
-    enter the 2D feature network as axial slices (:func:`feature_view`). FID/KID here use features of a network trained on the embedded data, not
-    Inception features: they compare methods within this project only (``docs/feature_network.md``).
+    contrast; ``contrast_accuracy_real`` is the same for the real images, the ceiling to read it against), and
+    ``tissue_fractions`` (mean predicted CSF/GM/WM fractions of samples and of real images, and their absolute
+    difference). ``pairs`` random pairs per contrast enter MS-SSIM (``None``: all pairs). 3D volumes enter the 2D
+    feature network as axial slices (:func:`feature_view`). FID/KID here use features of a network trained on the
+    embedded data, not Inception features: they compare methods within this project only
+    (``docs/feature_network.md``).
     """
     from monai_diffusion.metrics import (
         extract_features,
         frechet_distance,
         kernel_inception_distance,
-        load_feature_network,
         ms_ssim_diversity,
         predict_contrast_and_tissue,
     )
 
-    if samples.ndim != reference.ndim:
+    if not isinstance(reference, dict):
+        if reference_labels is None:
+            raise ValueError("reference_labels are needed with reference images")
+        reference = reference_statistics(reference, reference_labels)
+    real, reference_labels = reference["images"], reference["labels"]
+    if samples.ndim != real.ndim:
         raise ValueError(
-            f"generated images {tuple(samples.shape[1:])} and reference images {tuple(reference.shape[1:])} differ in "
+            f"generated images {tuple(samples.shape[1:])} and reference images {tuple(real.shape[1:])} differ in "
             "dimensionality: give a reference datalist of the same kind (2D slices or 3D volumes)"
         )
-    net = load_feature_network()
+    net = reference["network"]
     g = torch.Generator().manual_seed(generator_seed)
     sample_labels = torch.as_tensor(sample_labels).reshape(-1)
-    reference_labels = torch.as_tensor(reference_labels).reshape(-1)
     view_s, view_s_labels = feature_view(samples, sample_labels)
-    view_r, view_r_labels = feature_view(reference, reference_labels)
+    view_r_labels = reference["view_labels"]
     f_s = extract_features(view_s, net)
-    f_r = extract_features(view_r, net)
+    f_r = reference["features"]
     subset = int(min(len(f_s), len(f_r), 100))
     kid_mean, kid_std = kernel_inception_distance(f_s, f_r, subsets=kid_subsets, subset_size=subset, generator=g)
     out: dict[str, Any] = {
         "num_samples": int(len(samples)),
-        "num_reference": int(len(reference)),
+        "num_reference": int(len(real)),
         "fid": float(frechet_distance(f_s, f_r)),
         "kid_mean": float(kid_mean),
         "kid_std": float(kid_std),
@@ -356,9 +385,8 @@ def evaluate_samples(
         "ms_ssim_real": {},
     }
     probs, tissue = predict_contrast_and_tissue(view_s, net)
-    probs_real, tissue_real = predict_contrast_and_tissue(view_r, net)
     out["contrast_accuracy"] = float((probs.argmax(1) == view_s_labels).float().mean())
-    out["contrast_accuracy_real"] = float((probs_real.argmax(1) == view_r_labels).float().mean())
+    out["contrast_accuracy_real"] = float((reference["probs"].argmax(1) == view_r_labels).float().mean())
     for c in sorted(set(sample_labels.tolist())):
         name = contrasts[c]
         ms, mr = sample_labels == c, reference_labels == c
@@ -366,8 +394,8 @@ def evaluate_samples(
         if int(ms.sum()) >= 2 and int(mr.sum()) >= 2:
             out["fid_per_contrast"][name] = float(frechet_distance(f_s[fs], f_r[fr]))
             out["ms_ssim"][name] = float(ms_ssim_diversity(samples[ms], pairs=pairs, generator=g))
-            out["ms_ssim_real"][name] = float(ms_ssim_diversity(reference[mr], pairs=pairs, generator=g))
-    ts, tr = tissue.mean(0), tissue_real.mean(0)
+            out["ms_ssim_real"][name] = float(ms_ssim_diversity(real[mr], pairs=pairs, generator=g))
+    ts, tr = tissue.mean(0), reference["tissue"].mean(0)
     out["tissue_fractions"] = {
         "sample_mean": [float(v) for v in ts],
         "real_mean": [float(v) for v in tr],
@@ -407,6 +435,7 @@ def generation_report(
     reference, reference_labels = load_reference(reference_items, reference_limit)
     present = sorted(set(reference_labels.tolist()))
     labels = contrast_labels([contrasts[c] for c in present], per_contrast, contrasts)
+    real = reference_statistics(reference, reference_labels)  # once for every generator
     results: dict[str, Any] = {"generators": {}, "figures": []}
     for name, gen in generators.items():
         t0 = time.time()
@@ -418,7 +447,7 @@ def generation_report(
             if save_nifti
             else {"montage": str(write_montage(((samples + 1) / 2).numpy(), labels, out / f"{slug}_montage.png"))}
         )
-        metrics = evaluate_samples(samples, labels, reference, reference_labels, contrasts, generator_seed=seed)
+        metrics = evaluate_samples(samples, labels, real, contrasts=contrasts, generator_seed=seed)
         nfe = getattr(gen, "nfe", None)
         metrics.update({"wall_s": wall, "nfe": int(nfe()) if callable(nfe) else None})
         results["generators"][name] = metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unittest
 
 import torch
-from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets import AutoencoderKL
 from parameterized import parameterized
 
 from monai_diffusion.apps.generation import GaussianLatentPrior, LatentEncoder, contrast_items
@@ -17,7 +17,7 @@ from monai_diffusion.apps.generation.pipeline import (
     write_montage,
 )
 from monai_diffusion.networks.schedulers import DDIMScheduler
-from tests.test_utils import dims_cases
+from tests.test_utils import dims_cases, tiny_unet
 
 
 def _items():
@@ -127,16 +127,7 @@ class TestGenerators(unittest.TestCase):
     @parameterized.expand(dims_cases())
     def test_shapes_range_and_determinism(self, _, dim):
         ae = _autoencoder(dim)
-        unet = DiffusionModelUNet(
-            spatial_dims=dim,
-            in_channels=2,
-            out_channels=2,
-            channels=(8, 8),
-            attention_levels=(False, False),
-            num_res_blocks=1,
-            norm_num_groups=8,
-            num_class_embeds=3,
-        )
+        unet = tiny_unet(dim, in_channels=2, classes=3, out_channels=2)
         latent = (2, *([8] * dim))
         gen = LatentGenerator(ae, unet, DDIMScheduler(1000), 1.0, latent, null_class=2, num_inference_steps=2)
         labels = torch.tensor([0, 1, 1])
@@ -166,3 +157,17 @@ class TestGenerators(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestEvaluateSamples(unittest.TestCase):
+    def test_precomputed_reference_gives_the_same_metrics(self):
+        from monai_diffusion.apps.generation.pipeline import evaluate_samples, reference_statistics
+
+        g = torch.Generator().manual_seed(0)
+        samples, real = torch.rand(8, 1, 64, 64, generator=g) * 2 - 1, torch.rand(8, 1, 64, 64, generator=g) * 2 - 1
+        labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+        direct = evaluate_samples(samples, labels, real, labels, pairs=4)
+        cached = evaluate_samples(samples, labels, reference_statistics(real, labels), pairs=4)
+        self.assertEqual(direct, cached)
+        with self.assertRaisesRegex(ValueError, "reference_labels"):
+            evaluate_samples(samples, labels, real)
