@@ -127,10 +127,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         if not (folder / "configs" / "evaluate.json").is_file():
             continue
-        meta = json.loads((folder / "configs" / "metadata.json").read_text())
         entry: dict[str, Any] = {
             "name": b["name"],
-            "title": meta.get("name"),
+            "title": b["title"],
             "task": b["task"],
             "category": b["category"],
         }

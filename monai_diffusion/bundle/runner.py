@@ -57,7 +57,7 @@ def bundles_dir() -> Path:
 
 
 def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """One entry per bundle folder: name, path, version, task, category and whether its weights are present."""
+    """One entry per bundle folder: name, path, version, title, task, category and whether its weights are present."""
     root = Path(root) if root is not None else bundles_dir()
     out = []
     for meta in sorted(root.glob("*/configs/metadata.json")):
@@ -69,6 +69,7 @@ def list_bundles(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
                 "name": folder.name,
                 "path": str(folder),
                 "version": data.get("version"),
+                "title": data.get("name"),
                 "task": data.get("task"),
                 "category": data.get("survey_category"),
                 "weights": bool(weights) and all((folder / rel).is_file() for rel in weights),
