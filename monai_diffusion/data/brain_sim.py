@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_SUBJECTS",
     "DEFAULT_SIZE",
     "FORMAT_VERSION",
+    "CLEAN_KEYS",
     "assign_subjects",
     "prepare_dataset",
     "load_datalist",
@@ -58,7 +59,10 @@ DEFAULT_SUBJECTS: int = 40
 #: default image size per spatial dimension: 64 x 64 slices in 2D, 32^3 volumes in 3D
 DEFAULT_SIZE: dict[int, int] = {2: 64, 3: 32}
 #: bumped whenever the simulation changes, so that stale folders are rebuilt
-FORMAT_VERSION: int = 5
+FORMAT_VERSION: int = 6
+
+#: datalist keys of the noiseless renderings (the exact targets for denoising), one per contrast
+CLEAN_KEYS: tuple[str, ...] = tuple(f"{c}_clean" for c in CONTRASTS)
 
 _DATALIST = "datalist.json"
 _PREVIEW = "preview.png"
@@ -178,9 +182,9 @@ def _subject_items(
             return [dict(it, section=section) for it in stored["items"]]
     folder.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)  # an interrupted rebuild must not leave a record that vouches for mixed files
-    sim = simulate_subject(s_seed, grid, lesions=lesions, contrasts=contrasts)
+    sim = simulate_subject(s_seed, grid, lesions=lesions, contrasts=contrasts, clean=True)
     params = sim["params"]
-    keys = (*contrasts, "label", "lesion")
+    keys = (*contrasts, *(f"{c}_clean" for c in contrasts), "label", "lesion")
     items = []
     if dim == 3:
         rel = {k: f"images/{sid}/{sid}_{k}.nii.gz" for k in keys}
@@ -210,7 +214,7 @@ def _subject_items(
 
 
 def _files(item: dict) -> list[str]:
-    return [v for k, v in item.items() if k in (*CONTRASTS, "label", "lesion")]
+    return [v for k, v in item.items() if k in (*CONTRASTS, *CLEAN_KEYS, "label", "lesion")]
 
 
 def _check_writable(out_dir: Path) -> None:

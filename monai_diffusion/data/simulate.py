@@ -295,7 +295,9 @@ def _lesions(rng: np.random.Generator, grid: Grid, label: np.ndarray, wm_t1: flo
     return strength, (t1, t2, pd), info
 
 
-def simulate_subject(seed: int, grid: Grid, lesions: bool, contrasts: Sequence[str] = CONTRASTS) -> dict[str, Any]:
+def simulate_subject(
+    seed: int, grid: Grid, lesions: bool, contrasts: Sequence[str] = CONTRASTS, clean: bool = False
+) -> dict[str, Any]:
     """Render one synthetic subject on ``grid`` (see the module docstring for the image model).
 
     Args:
@@ -303,9 +305,13 @@ def simulate_subject(seed: int, grid: Grid, lesions: bool, contrasts: Sequence[s
         grid: the output grid (:func:`make_grid`).
         lesions: insert the subject's synthetic lesions; ``False`` renders the same subject healthy.
         contrasts: which of :data:`~monai_diffusion.data.mri_physics.CONTRASTS` to render.
+        clean: also return the noiseless rendering of each contrast as ``"<contrast>_clean"`` (the same image
+            model without the Rician noise: ``clip(S_c / s_c, 0, 1)`` inside the brain), the exact target for
+            denoising. It draws nothing, so the other outputs do not change.
 
     Returns:
-        ``{contrast: float32 image in [0, 1]}`` for each requested contrast, plus ``"label"`` (uint8 tissue labels,
+        ``{contrast: float32 image in [0, 1]}`` for each requested contrast (and ``"<contrast>_clean"`` with
+        ``clean``), plus ``"label"`` (uint8 tissue labels,
         0 background, 1 CSF, 2 GM, 3 WM), ``"lesion"`` (uint8 exact lesion mask, all zero when ``lesions`` is
         False) and ``"params"`` (JSON-serialisable simulation parameters), all arrays of ``grid.shape``.
 
@@ -352,6 +358,8 @@ def simulate_subject(seed: int, grid: Grid, lesions: bool, contrasts: Sequence[s
             signal = np.where(mask, (1.0 - strength) * healthy + strength * lesion_signal, healthy)
         image = np.abs((signal / scale + noise_sigma * n_re) + 1j * (noise_sigma * n_im))
         out[contrast] = (np.clip(image, 0.0, 1.0) * brain).astype(np.float32)
+        if clean:
+            out[f"{contrast}_clean"] = (np.clip(signal / scale, 0.0, 1.0) * brain).astype(np.float32)
         scales[contrast] = round(scale, 6)
 
     out["label"] = label

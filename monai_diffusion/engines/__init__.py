@@ -8,9 +8,11 @@ from .ema import ExponentialMovingAverage as ExponentialMovingAverage
 from .handlers import ProgressBar as ProgressBar
 from .handlers import TrainingLog as TrainingLog
 from .prepare_batch import DiffusionPrepareBatch as DiffusionPrepareBatch
+from .prepare_batch import PairPrepareBatch as PairPrepareBatch
 from .recipes import AutocastInferer as AutocastInferer
 from .recipes import AutoencoderStep as AutoencoderStep
 from .recipes import autoencoder_trainer as autoencoder_trainer
 from .recipes import brainsim_loader as brainsim_loader
 from .recipes import diffusion_trainer as diffusion_trainer
 from .recipes import latest_checkpoint as latest_checkpoint
+from .recipes import regression_trainer as regression_trainer

@@ -18,7 +18,7 @@ from monai.engines import PrepareBatch
 
 from monai_diffusion.inferers.utils import marginal_coefficients, training_target
 
-__all__ = ["DiffusionPrepareBatch"]
+__all__ = ["DiffusionPrepareBatch", "PairPrepareBatch"]
 
 
 class DiffusionPrepareBatch(PrepareBatch):
@@ -122,3 +122,32 @@ class DiffusionPrepareBatch(PrepareBatch):
             target = target * scale.reshape(-1, *([1] * (images.ndim - 1)))
             infer_kwargs["output_scale"] = scale
         return images, target, (), infer_kwargs
+
+
+class PairPrepareBatch(PrepareBatch):
+    """``(input, target)`` from two keys of a dict batch, for supervised image-to-image training (for example a
+    noisy image and its clean target, or an image and itself for an autoencoder).
+
+    Args:
+        input_key: key of the network input.
+        target_key: key of the target (may equal ``input_key``).
+    """
+
+    def __init__(self, input_key: str = "image", target_key: str = "target") -> None:
+        self.input_key = input_key
+        self.target_key = target_key
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = [k for k in (self.input_key, self.target_key) if k not in batchdata]
+        if missing:
+            raise KeyError(f"batch has no key(s) {missing}; it has {sorted(batchdata)}")
+        return tuple(  # type: ignore[return-value]
+            torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking).float()
+            for k in (self.input_key, self.target_key)
+        )

@@ -8,6 +8,9 @@ interrupted run continues where it stopped. They run on CPU and CUDA (``device``
 
 * Diffusion: the loss of Ho et al. (2020, Eq. 14) for the scheduler's prediction type, with optional condition
   dropout for classifier-free guidance, Min-SNR weighting and an EMA of the weights.
+* Regression (:func:`regression_trainer`): a network mapping one key of the batch to another with an L1 or MSE
+  loss, for the supervised baselines of the bundles (a denoising UNet trained on noisy/clean pairs, a plain
+  autoencoder trained to reconstruct its input).
 * Autoencoder (``AutoencoderKL`` or ``VQVAE``; Rombach et al., 2022, Sec. 3 and App. G; Esser et al., 2021):
   L1 + KL (or the VQ codebook loss) + a spectral loss + a patch-adversarial loss with MONAI's
   ``PatchDiscriminator`` and ``PatchAdversarialLoss`` (least squares), the discriminator switched on after
@@ -29,7 +32,7 @@ from monai.utils import CommonKeys as Keys
 from torch import nn
 
 from monai_diffusion.engines.ema import ExponentialMovingAverage
-from monai_diffusion.engines.prepare_batch import DiffusionPrepareBatch
+from monai_diffusion.engines.prepare_batch import DiffusionPrepareBatch, PairPrepareBatch
 from monai_diffusion.inferers.conditioning import NullCondition
 from monai_diffusion.inferers.diffusion import DiffusionInferer
 from monai_diffusion.losses.spectral import SpectralLoss
@@ -43,6 +46,7 @@ __all__ = [
     "AutocastInferer",
     "attach_grad_clipping",
     "autoencoder_trainer",
+    "regression_trainer",
 ]
 
 
@@ -251,6 +255,72 @@ def diffusion_trainer(
     for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
         handler.attach(trainer)
     return trainer, ema
+
+
+def regression_trainer(
+    network: nn.Module,
+    train_loader,
+    max_epochs: int,
+    input_key: str = "image",
+    target_key: str = "target",
+    loss: str = "mse",
+    device: str | torch.device = "cpu",
+    lr: float = 2e-4,
+    epoch_length: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    save_interval: int = 100,
+    resume: bool = True,
+    train_handlers: Sequence | None = None,
+    amp_dtype: str | torch.dtype | None = None,
+    grad_clip_norm: float | None = None,
+) -> SupervisedTrainer:
+    """A ``SupervisedTrainer`` that fits ``network(batch[input_key])`` to ``batch[target_key]`` (2D or 3D).
+
+    Args:
+        network: any image-to-image network (MONAI ``BasicUNet``, ``AutoEncoder``, ...).
+        train_loader: batches of dicts holding both keys.
+        max_epochs, epoch_length: as for ``SupervisedTrainer``.
+        input_key, target_key: the batch keys (equal keys train an autoencoder).
+        loss: ``"mse"`` or ``"l1"``.
+        device, lr: device and AdamW learning rate.
+        checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        train_handlers: extra handlers.
+        amp_dtype, grad_clip_norm: as for :func:`diffusion_trainer`.
+
+    Raises:
+        ValueError: an unknown ``loss``.
+    """
+    losses = {"mse": nn.MSELoss, "l1": nn.L1Loss}
+    if loss not in losses:
+        raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
+    from monai.inferers import SimpleInferer
+
+    device = torch.device(device)
+    network = network.to(device)
+    base = _unwrap(network)
+    optimizer = torch.optim.AdamW(base.parameters(), lr=lr)
+    inferer: Any = SimpleInferer()
+    if amp_dtype is not None:
+        inferer = AutocastInferer(inferer, device.type, amp_dtype)
+    trainer = SupervisedTrainer(
+        device=device,
+        max_epochs=max_epochs,
+        train_data_loader=train_loader,
+        network=network,
+        optimizer=optimizer,
+        loss_function=losses[loss](),
+        inferer=inferer,
+        prepare_batch=PairPrepareBatch(input_key, target_key),
+        epoch_length=epoch_length,
+        train_handlers=list(train_handlers or []),
+        decollate=False,
+    )
+    if grad_clip_norm is not None:
+        attach_grad_clipping(trainer, list(base.parameters()), grad_clip_norm)
+    objects: dict[str, Any] = {"network": base, "optimizer": optimizer, "trainer": trainer}
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+        handler.attach(trainer)
+    return trainer
 
 
 class AutocastInferer:

@@ -12,7 +12,7 @@ import numpy as np
 from parameterized import parameterized
 
 from monai_diffusion.data import BrainSimDataset, assign_subjects, load_datalist, load_transforms, prepare_dataset
-from monai_diffusion.data.brain_sim import SECTIONS
+from monai_diffusion.data.brain_sim import CLEAN_KEYS, SECTIONS
 from monai_diffusion.data.mri_physics import CONTRASTS
 
 SIZE = 16
@@ -63,6 +63,8 @@ class TestPrepareDataset(unittest.TestCase):
             for item in datalist[section]:
                 self.assertTrue(set(KEYS) | {"healthy", "subject", "params"} <= set(item), item.keys())
                 self.assertFalse(os.path.isabs(item["t1w"]))
+                for c in CLEAN_KEYS:  # the noiseless renderings ship with every item
+                    self.assertTrue((root / item[c]).is_file(), item[c])
                 mask = np.asarray(nib.load(str(root / item["lesion"])).dataobj)
                 label = np.asarray(nib.load(str(root / item["label"])).dataobj)
                 self.assertEqual(int(mask.sum()), item["lesion_voxels"])

@@ -120,6 +120,25 @@ class TestSimulateSubject(unittest.TestCase):
             csf, gm, wm = mean["flair"]
             self.assertLess(csf, wm, "CSF suppressed in FLAIR")
 
+    @parameterized.expand(dims_cases())
+    def test_clean_rendering_is_the_noiseless_signal(self, _, dim):
+        """``clean=True`` adds ``<c>_clean`` without changing the noisy images; noisy minus clean is the Rician
+        noise: zero mean far from zero signal, standard deviation ``noise_sigma``."""
+        grid = make_grid(dim, 32)
+        plain = simulate_subject(5, grid, lesions=True)
+        out = simulate_subject(5, grid, lesions=True, clean=True)
+        self.assertNotIn("t1w_clean", plain)
+        sigma = out["params"]["noise_sigma"]
+        for c in CONTRASTS:
+            np.testing.assert_array_equal(plain[c], out[c])
+            clean = out[f"{c}_clean"]
+            self.assertTrue(np.all(clean[out["label"] == 0] == 0))
+            self.assertTrue(clean.min() >= 0 and clean.max() <= 1)
+            bright = (clean > 0.3) & (clean < 0.9)  # Rician ~ Gaussian at high SNR, away from the clip at 1
+            residual = out[c][bright] - clean[bright]
+            self.assertLess(abs(residual.mean()), 0.2 * sigma, c)
+            self.assertAlmostEqual(residual.std() / sigma, 1.0, delta=0.15, msg=c)
+
     def test_unknown_contrast(self):
         with self.assertRaisesRegex(ValueError, "contrasts"):
             simulate_subject(0, make_grid(2, SIZE), lesions=False, contrasts=("t1w", "dwi"))

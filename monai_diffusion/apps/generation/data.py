@@ -44,6 +44,7 @@ def contrast_items(
     min_brain_voxels: int = 0,
     healthy_only: bool = False,
     limit: int | None = None,
+    source: str = "{contrast}",
 ) -> list[dict]:
     """One item per (datalist item, contrast): ``{"image": path, "contrast": id, ...}``.
 
@@ -55,9 +56,12 @@ def contrast_items(
             without the entry are kept.
         healthy_only: keep only items with ``healthy`` true (items without the entry are kept).
         limit: keep at most this many source items (spread evenly over the list), e.g. for quick runs.
+        source: the datalist key of a contrast's image, a format string of ``contrast``; for example
+            ``"{contrast}_clean"`` reads the embedded set's noiseless renderings.
 
     Returns:
-        Items with ``image`` (path), ``contrast`` (int id) and, where present, ``label``, ``subject`` and ``slice``.
+        Items with ``image`` (path), ``contrast`` (int id) and, where present, ``label``, ``lesion``, ``healthy``,
+        ``subject`` and ``slice``.
 
     Raises:
         ValueError: no contrasts, an item without one of the contrast keys, or nothing left after filtering.
@@ -82,14 +86,14 @@ def contrast_items(
         kept = [kept[int(i * step)] for i in range(limit)]
     out = []
     for it in kept:
-        missing = [c for c in contrasts if c not in it]
+        missing = [source.format(contrast=c) for c in contrasts if source.format(contrast=c) not in it]
         if missing:
             raise ValueError(
                 f"datalist item has no key(s) {missing} for the contrasts {contrasts}; item keys: {sorted(it)}"
             )
         for cid, c in enumerate(contrasts):
-            new = {"image": it[c], "contrast": cid}
-            for key in ("label", "subject", "slice"):
+            new = {"image": it[source.format(contrast=c)], "contrast": cid}
+            for key in ("label", "lesion", "healthy", "subject", "slice"):
                 if key in it:
                     new[key] = it[key]
             out.append(new)
