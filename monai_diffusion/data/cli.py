@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "prepare",
         help="render the synthetic brain MRI data set (NIfTI + datalist.json)",
         description="Render the synthetic multi-contrast brain MRI data set into --out: NIfTI files and a MONAI "
-        "datalist.json with training/validation/test sections. Offline and deterministic.",
+        "datalist.json with training/validation/test sections. Offline and deterministic. Re-running checks the "
+        "folder (file sizes; with --verify also sha256) and rebuilds only what is missing or differs; an "
+        "interrupted build leaves no datalist.json.",
     )
     prep.add_argument("--out", required=True, help="output folder (created if needed)")
     prep.add_argument("--dim", type=int, default=2, choices=(2, 3), help="2: axial slices, 3: volumes (default 2)")
@@ -31,6 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     prep.add_argument("--preview", action="store_true", help="also write OUT/preview.png (needs matplotlib)")
     prep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    prep.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the sha256 of every file against its record, not only its size, and rebuild what differs",
+    )
+    prep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a datalist.json (and, with --preview, a preview.png) in OUT that this command did not write",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +50,16 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "data_command", None) != "prepare":
         print("usage: monai-diffusion data prepare --out DIR [options]  (see --help)", file=sys.stderr)
         return 2
-    from monai_diffusion.data.brain_sim import prepare_dataset
+    import logging
 
+    from monai_diffusion.data.brain_sim import logger, prepare_dataset
+
+    # what the build did (subjects rebuilt, files found damaged) goes to stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("monai-diffusion data: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         path = prepare_dataset(
             args.out,
@@ -50,10 +70,15 @@ def run(args: argparse.Namespace) -> int:
             contrasts=args.contrasts,
             preview=args.preview,
             progress=not args.no_progress,
+            verify=args.verify,
+            overwrite=args.overwrite,
         )
     except ImportError as err:
         print(f"monai-diffusion data: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     import json
 
     datalist = json.loads(path.read_text())

@@ -79,6 +79,39 @@ class TestDataCli(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("cannot write to the output folder", err)
 
+    def test_overwrite(self):
+        out = self.tmp / "set"
+        out.mkdir()
+        own = json.dumps({"training": [{"t1w": "mine.nii.gz"}]})
+        (out / "datalist.json").write_text(own)
+        args = ["data", "prepare", "--out", str(out), "--dim", "3", "--size", "16", "--subjects", "3", "--no-progress"]
+        code, _, err = _run(args)
+        self.assertEqual(code, 2)
+        self.assertIn("monai-diffusion data: error:", err)
+        self.assertIn("datalist.json", err)
+        self.assertIn("--overwrite", err)
+        self.assertEqual((out / "datalist.json").read_text(), own)
+        code, _, _ = _run(args + ["--overwrite"])
+        self.assertEqual(code, 0)
+        self.assertEqual(json.loads((out / "datalist.json").read_text())["name"], "BrainSim")
+
+    def test_verify(self):
+        out = self.tmp / "set"
+        args = ["data", "prepare", "--out", str(out), "--dim", "3", "--size", "16", "--subjects", "3", "--no-progress"]
+        self.assertEqual(_run(args)[0], 0)
+        item = json.loads((out / "datalist.json").read_text())["test"][0]
+        path = out / item["t1w"]
+        good = path.read_bytes()
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0x55
+        path.write_bytes(bytes(bad))  # same size: only a content check finds it
+        self.assertEqual(_run(args)[0], 0)
+        self.assertEqual(path.read_bytes(), bytes(bad))
+        code, _, err = _run(args + ["--verify"])
+        self.assertEqual(code, 0)
+        self.assertEqual(path.read_bytes(), good)
+        self.assertIn(item["subject"], err)  # the repair is reported
+
     def test_contrast_names_match_the_simulator(self):
         from monai_diffusion.data import cli
         from monai_diffusion.data.mri_physics import CONTRASTS
