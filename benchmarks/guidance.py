@@ -4,12 +4,12 @@ Accuracy. Data: the labelled mixture of ``tests/inferers/test_guidance.py``,
 ``p(x) = 0.4 N(-1, 0.4^2) [y=0] + 0.3 N(0.5, 0.3^2) + 0.3 N(1.5, 0.3^2) [y=1]``, guided towards ``y = 1``. With the
 exact noised classifier and exact scores, classifier guidance (CG) and classifier-free guidance (CFG) at scale ``s``
 are the same field, ``grad log p_t(x) + s grad log p_t(y | x)``. Its probability-flow ODE output (the "guided
-target") is computed independently by RK4 (800 steps) on prior quantiles (``exact_guidance.guided_ode_quantiles``);
+target") is computed independently by RK4 (800 steps) on prior quantiles (``monai_diffusion.exact.guided_ode_quantiles``);
 at ``s = 1`` it is ``p(x | y)`` exactly. The initial noise is the same normal quantiles, so for deterministic samplers
 the W1 distance (mean |sorted difference|) is pure discretisation error, with no Monte-Carlo floor. The last column
 is the distance of the guided target to the tilted distribution ``p(x) p(y|x)^s``, which guidance does *not* sample
 for ``s != 1``. The tilt is sampled by classifier guidance at scale 1 with the exact classifier of the auxiliary event
-``e``, ``P(e | x0) = p(y | x0)^s`` (``exact_guidance.TemperedLabelClassifier``; rows "CG-e"): for it the reported
+``e``, ``P(e | x0) = p(y | x0)^s`` (``monai_diffusion.exact.TemperedLabelClassifier``; rows "CG-e"): for it the reported
 error is the W1 distance to the tilt itself. Stochastic DDPM sampling of the same guided field (a reverse SDE whose drift is not a score) has no
 such ODE target; for it only the distance to the tilted distribution is reported (Monte-Carlo floor ~0.005).
 
@@ -36,6 +36,17 @@ import warnings
 
 import torch
 
+from monai_diffusion.exact import (
+    ExactClassifier,
+    ExactConditionalModel,
+    ExactModel,
+    GaussianMixture,
+    TemperedLabelClassifier,
+    guided_ode_quantiles,
+    stratified_normal,
+    tilted_density,
+    wasserstein1_density,
+)
 from monai_diffusion.inferers import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -43,16 +54,7 @@ from monai_diffusion.inferers import (
     NullCondition,
     marginal_coefficients,
 )
-from monai_diffusion.inferers.exact_guidance import (
-    ExactClassifier,
-    ExactConditionalModel,
-    TemperedLabelClassifier,
-    guided_ode_quantiles,
-    tilted_density,
-    wasserstein1_density,
-)
 from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
 
 warnings.filterwarnings("ignore")
 
@@ -64,11 +66,6 @@ MIX = GaussianMixture(
     labels=torch.tensor([0, 1, 1]),
 )
 LABEL, NULL = 1, 2
-
-
-def quantile_noise(n: int) -> torch.Tensor:
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    return torch.special.ndtri(u).reshape(n, 1, 1, 1)
 
 
 def sorted_w1(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -115,7 +112,7 @@ def accuracy(nfes: list[int], scales: list[float], n: int) -> list[dict]:
                         )
                     conditioned = kind != "CG-e"
                     x = DiffusionInferer(sched, "class_label").sample(
-                        quantile_noise(n),
+                        stratified_normal((n, 1, 1, 1), seed=None, dtype=torch.float64),
                         model,
                         conditioning=torch.tensor(LABEL) if conditioned else None,
                         generator=torch.Generator().manual_seed(0),

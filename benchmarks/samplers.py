@@ -1,7 +1,7 @@
 """Sampler accuracy and cost under the exact score, side by side with MONAI 1.6.1 and diffusers.
 
 For data from a 1D Gaussian mixture (every pixel an independent draw), the optimal network output is closed-form
-(``monai_diffusion.utils.exact``), so each sampler's distribution error is its own discretisation error. For every
+(``monai_diffusion.exact``), so each sampler's distribution error is its own discretisation error. For every
 sampler family and NFE budget the script reports the 1-Wasserstein distance to the true mixture and the largest
 mixture-weight error, and each sampler's own cost per step as a fraction of one forward pass of a 64x64 MONAI
 ``DiffusionModelUNet`` (batch 8, channels (32, 64, 64), no attention, one residual block).
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import platform
 import time
 import warnings
@@ -36,7 +35,7 @@ from typing import Any
 import torch
 
 import monai_diffusion.networks.schedulers as ours
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
+from monai_diffusion.exact import ExactModel, GaussianMixture, mixture_weight_error, stratified_normal, wasserstein1
 
 warnings.filterwarnings("ignore")
 
@@ -47,15 +46,6 @@ BETA_START, BETA_END, T = 1e-4, 0.02, 1000
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def stratified_noise(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """Standard normal quantiles at ``(i + 0.5) / n``, randomly permuted into ``shape``."""
-    n = math.prod(shape)
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    q = math.sqrt(2.0) * torch.erfinv(2 * u - 1)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return q[perm].reshape(shape).float()
-
-
 def _accepts(fn: Callable, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
@@ -352,7 +342,7 @@ def main() -> None:
     nfes = [10, 20] if args.quick else [5, 10, 20, 50, 100]
     size = args.size or (32 if args.quick else 64)
     repeats = 3 if args.quick else 7
-    noise = stratified_noise((8, 1, size, size))
+    noise = stratified_normal((8, 1, size, size))
     groups = [("ours", our_families()), ("monai", monai_families()), ("diffusers", diffusers_families())]
 
     rows: list[dict[str, Any]] = []

@@ -27,9 +27,9 @@ import time
 
 import torch
 
+from monai_diffusion.exact import ExactModel, GaussianMixture, stratified_normal, wasserstein1
 from monai_diffusion.inferers import DiffusionInferer
 from monai_diffusion.networks.schedulers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 
 MIXTURE = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-0.8, 0.6]), torch.tensor([0.2, 0.3]))
 MIXTURES = {
@@ -40,12 +40,6 @@ MIXTURES = {
     "narrow": GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([-0.3, 0.3]), torch.tensor([0.05, 0.05])),
 }
 SCHEDULES = {"linear": "linear_beta", "cosine": "cosine"}
-
-
-def stratified_noise(n: int, seed: int = 0) -> torch.Tensor:
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    z = torch.special.ndtri(u)[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
-    return z.reshape(2, 1, -1, 32)
 
 
 def w1(scheduler, nfe: int, noise: torch.Tensor, mixture: GaussianMixture = MIXTURE) -> float:
@@ -61,7 +55,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2048, help="number of scalar samples (a multiple of 64)")
     args = parser.parse_args()
     t0 = time.time()
-    noise = stratified_noise(args.samples)
+    noise = stratified_normal((2, 1, args.samples // 64, 32), dtype=torch.float64)
     rows = []
     spacings = [("log_snr", None), ("linspace", None), ("trailing", None), ("karras", None)]
     spacings += [("log_snr", -4.0), ("log_snr", -3.0)]

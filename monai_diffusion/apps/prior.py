@@ -24,7 +24,7 @@ from torch import nn
 
 from monai_diffusion.inferers.diffusion import DiffusionInferer
 
-__all__ = ["DiffusionPrior", "load_prior", "noise_to_signal", "sample_prior"]
+__all__ = ["DiffusionPrior", "load_prior", "prior_network_def", "noise_to_signal", "sample_prior", "prior_report"]
 
 
 def noise_to_signal(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,7 @@ class DiffusionPrior:
             x_start,
             self.network,
             conditioning=labels,
-            verbose=progress,
+            progress=progress,
             generator=generator,
             step_kwargs={"eta": float(eta)},
         )
@@ -187,7 +187,7 @@ class DiffusionPrior:
         self.sampler.set_timesteps(timesteps=self._grid(end_timestep, num_steps), device=image.device)  # type: ignore[attr-defined]
         labels = self.class_labels(contrast, image.shape[0])
         inferer = DiffusionInferer(self.sampler, condition_mode="class_label")
-        return inferer.ddim_invert(image, self.network, conditioning=labels, verbose=progress)  # type: ignore[return-value]
+        return inferer.ddim_invert(image, self.network, conditioning=labels, progress=progress)  # type: ignore[return-value]
 
     def add_noise(self, image: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
         """``sqrt(abar_t) x + sqrt(1 - abar_t) noise`` at one training time."""
@@ -195,11 +195,32 @@ class DiffusionPrior:
         return (abar.sqrt() * image.double() + (1 - abar).sqrt() * noise.double()).to(image.dtype)
 
 
+def _prior_config(bundle: str | os.PathLike, config: str | Sequence[str]):
+    from monai.bundle import ConfigParser
+
+    from monai_diffusion.bundle.weights import find_root
+
+    root = Path(bundle) if Path(bundle).is_dir() else Path(find_root(str(bundle)))
+    parser = ConfigParser()
+    files = [config] if isinstance(config, str) else list(config)
+    parser.read_config([str(root / f) for f in files])
+    parser["bundle_root"] = str(root)
+    return root, parser
+
+
+def prior_network_def(
+    bundle: str | os.PathLike = "brain_prior", config: str | Sequence[str] = "configs/inference.json"
+) -> nn.Module:
+    """The prior bundle's network, built from its config without weights (for ``verify_net_in_out`` in the bundles
+    that use the prior)."""
+    return _prior_config(bundle, config)[1].get_parsed_content("network_def", instantiate=True)
+
+
 def load_prior(
     bundle: str | os.PathLike = "brain_prior",
     device: str | torch.device = "cpu",
     weights: str = "models/model.pt",
-    config: str = "configs/inference.json",
+    config: str | Sequence[str] = "configs/inference.json",
 ) -> DiffusionPrior:
     """Build a prior bundle's network and sampler from its config and load its hash-checked weights.
 
@@ -207,20 +228,16 @@ def load_prior(
         bundle: the prior bundle's folder, or its name (found with :func:`monai_diffusion.bundle.find_root`).
         device: where the network goes.
         weights: the weights file, relative to the bundle.
-        config: the config holding ``network_def``, ``sampler``, ``contrasts`` and ``size``.
+        config: the config holding ``network_def``, ``sampler``, ``contrasts``, ``dim`` and ``size`` (or a list of
+            configs read in order, e.g. ``["configs/inference.json", "configs/inference_3d.json"]``).
 
     Raises:
         FileNotFoundError: no such bundle, config or weights file (train the prior bundle first).
         monai_diffusion.bundle.WeightsHashError: the weights do not match the recorded hash.
     """
-    from monai.bundle import ConfigParser
+    from monai_diffusion.bundle.weights import load_weights
 
-    from monai_diffusion.bundle.weights import find_root, load_weights
-
-    root = Path(bundle) if Path(bundle).is_dir() else Path(find_root(str(bundle)))
-    parser = ConfigParser()
-    parser.read_config(str(root / config))
-    parser["bundle_root"] = str(root)
+    root, parser = _prior_config(bundle, config)
     network = parser.get_parsed_content("network_def", instantiate=True)
     sampler = parser.get_parsed_content("sampler", instantiate=True)
     contrasts = tuple(parser.get_parsed_content("contrasts")) if "contrasts" in parser else ()
@@ -262,3 +279,85 @@ def sample_prior(
         files = save_samples(samples, labels, output_dir, names, prefix="prior")
         print(f"wrote {len(files['nifti'])} samples and {files['montage']}")
     return samples
+
+
+def prior_report(
+    prior: DiffusionPrior,
+    datalist: str | os.PathLike | Sequence[dict],
+    output_dir: str | os.PathLike,
+    per_contrast: int = 8,
+    num_steps: int = 50,
+    timesteps: Sequence[int] = (50, 150, 300, 500),
+    section: str = "test",
+    source: str = "{contrast}_clean",
+    min_brain_voxels: int = 800,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Samples of every contrast plus a held-out check of the prior: the noise-prediction error
+    ``mean((eps_hat - eps)^2)`` at several times on images of healthy subjects and on lesion images of the same
+    split (the prior was trained on healthy subjects only, so lesion images should score worse). Writes
+    ``metrics.json`` (``table``, ``notes``, ``figures``) and the montage to ``output_dir``.
+    """
+    import json
+
+    from monai_diffusion.apps.generation.data import contrast_items
+    from monai_diffusion.apps.generation.pipeline import format_table, load_reference
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sample_prior(prior, per_contrast, num_steps, out, seed=seed, progress=progress)
+    device = next(prior.network.parameters()).device
+    contrasts = list(prior.contrasts) or ["t1w"]
+    groups = {
+        "healthy subjects": contrast_items(
+            datalist, section, contrasts, min_brain_voxels, healthy_only=True, limit=limit, source=source
+        ),
+        "lesion images": [
+            it
+            for it in contrast_items(datalist, section, contrasts, min_brain_voxels, limit=limit, source=source)
+            if not it.get("healthy", True) and it.get("lesion") is not None
+        ],
+    }
+    rows, results = [], {}
+    generator = torch.Generator().manual_seed(seed)
+    for name, items in groups.items():
+        if not items:
+            continue
+        images, labels = load_reference(items)
+        if name == "lesion images":  # keep only the images that hold lesion pixels
+            from monai.transforms import LoadImage
+
+            keep = [bool(LoadImage(image_only=True)(it["lesion"]).sum() > 0) for it in items]
+            images, labels = images[torch.tensor(keep)], labels[torch.tensor(keep)]
+            if not len(images):
+                continue
+        errors = []
+        for t in timesteps:
+            noise = torch.randn(images.shape, generator=generator)
+            total = 0.0
+            for start in range(0, len(images), 64):
+                x = images[start : start + 64].to(device)
+                n = noise[start : start + 64].to(device)
+                x_t = prior.add_noise(x, n, int(t))
+                tt = torch.full((len(x),), int(t), device=device, dtype=torch.long)
+                lab = labels[start : start + 64].to(device) if prior.contrasts else None
+                with torch.no_grad():
+                    eps = prior.network(x_t, tt, class_labels=lab)
+                total += float(((eps.float() - n) ** 2).mean(dim=tuple(range(1, x.ndim))).sum())
+            errors.append(total / len(images))
+        results[name] = {"images": len(images), "eps_mse": dict(zip(map(str, timesteps), errors))}
+        rows.append([name, len(images), *[round(e, 5) for e in errors]])
+    columns = ["images", "n", *[f"eps MSE t={t}" for t in timesteps]]
+    metrics = {
+        "table": {"columns": columns, "rows": rows},
+        "notes": f"{section} split; noise-prediction error of the prior (lower is better) on noiseless renderings.",
+        "figures": [
+            {"title": f"prior samples (rows {contrasts}), DDIM {num_steps} steps", "path": "prior_montage.png"}
+        ],
+        "groups": results,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(format_table(columns, rows))
+    return metrics

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from monai.engines import PrepareBatch
 
-from monai_diffusion.inferers.utils import marginal_coefficients, training_target
+from monai_diffusion.networks.schedulers.process import marginal_coefficients, prediction_type_of
 
 __all__ = ["DiffusionPrepareBatch", "PairPrepareBatch"]
 
@@ -108,7 +108,7 @@ class DiffusionPrepareBatch(PrepareBatch):
         noise = torch.randn(images.shape, generator=self.generator, dtype=images.dtype).to(images.device)
         timesteps = self.get_timesteps(batch).to(images.device)
         alpha, sigma = marginal_coefficients(self.scheduler, timesteps)
-        target = training_target(images, noise, alpha, sigma, getattr(self.scheduler, "prediction_type", "epsilon"))
+        target = prediction_type_of(self.scheduler).from_x0_eps(images, noise, alpha, sigma)
         infer_kwargs: dict[str, Any] = {"noise": noise, "timesteps": timesteps}
         if isinstance(batchdata, Mapping):
             cond = self._conditioning(batchdata, images.device)

@@ -20,13 +20,14 @@ from monai.inferers import Inferer
 
 from monai_diffusion.inferers.conditioning import NullCondition, as_condition_dict, drop_condition, validate_condition
 from monai_diffusion.inferers.guidance import call_model
-from monai_diffusion.inferers.utils import (
+from monai_diffusion.inferers.utils import timestep_batch
+from monai_diffusion.networks.schedulers.process import (
+    PredictionType,
+    as_batch_coefficient,
     marginal_coefficients,
-    timestep_batch,
-    to_x0_eps,
-    training_target,
+    prediction_type_of,
 )
-from monai_diffusion.networks.schedulers.base import as_batch_coefficient
+from monai_diffusion.utils.deprecation import renamed_keyword
 
 __all__ = ["DiffusionInferer", "start_index"]
 
@@ -106,7 +107,7 @@ class DiffusionInferer(Inferer):
     def training_target(self, inputs: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The regression target (noise, clean image or velocity) for the scheduler's prediction type."""
         alpha, sigma = marginal_coefficients(self.scheduler, timesteps)
-        return training_target(inputs, noise, alpha, sigma, getattr(self.scheduler, "prediction_type", "epsilon"))
+        return prediction_type_of(self.scheduler).from_x0_eps(inputs, noise, alpha, sigma)
 
     def __call__(  # type: ignore[override]
         self,
@@ -158,10 +159,11 @@ class DiffusionInferer(Inferer):
         save_intermediates: bool = False,
         intermediate_steps: int | Sequence[int] | None = None,
         callback: StepCallback | None = None,
-        verbose: bool = False,
+        progress: bool = False,
         generator: torch.Generator | None = None,
         step_kwargs: Mapping[str, Any] | None = None,
         enable_grad: bool = False,
+        verbose: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the reverse process ``x = noise * init_noise_sigma; for t: x, x0 = step(model(x, t), t, x)``.
 
@@ -180,11 +182,12 @@ class DiffusionInferer(Inferer):
             intermediate_steps: an int ``n`` (every ``n``-th step index, counted from the first step run, plus the
                 last) or explicit step indices into ``scheduler.timesteps``; default every step.
             callback: ``callback(step_index, t, x_prev, x0_hat)`` after every step.
-            verbose: show a tqdm progress bar.
+            progress: show a tqdm progress bar.
             generator: passed to ``scheduler.step`` for stochastic samplers.
             step_kwargs: extra keywords for ``scheduler.step`` (e.g. ``{"eta": 1.0}`` for MONAI's DDIM).
             enable_grad: run with gradients (e.g. to backpropagate through sampling); off by default, which
                 does not prevent guidance wrappers from differentiating a classifier.
+            verbose: deprecated name of ``progress`` (a ``DeprecationWarning``).
 
         Returns:
             the final sample, and the list of intermediates when ``save_intermediates``.
@@ -192,6 +195,7 @@ class DiffusionInferer(Inferer):
         Raises:
             ValueError: bad shapes, conditioning or start options.
         """
+        progress = renamed_keyword("DiffusionInferer.sample", "verbose", verbose, "progress", progress, False)
         scheduler = scheduler if scheduler is not None else self.scheduler
         if num_inference_steps is not None:
             scheduler.set_timesteps(num_inference_steps, device=input_noise.device)
@@ -218,7 +222,7 @@ class DiffusionInferer(Inferer):
         n = int(timesteps.numel())
         keep = self._intermediate_indices(intermediate_steps, first, n) if save_intermediates else set()
         indices = range(first, n)
-        if verbose:
+        if progress:
             from tqdm.auto import tqdm
 
             indices = tqdm(indices, desc="sampling", total=n - first)
@@ -262,7 +266,8 @@ class DiffusionInferer(Inferer):
         end_timestep: float | int | None = None,
         prediction_type: str | None = None,
         save_intermediates: bool = False,
-        verbose: bool = False,
+        progress: bool = False,
+        verbose: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Deterministic DDIM encoding of clean images to the noise level of ``end_timestep``.
 
@@ -281,13 +286,15 @@ class DiffusionInferer(Inferer):
             end_timestep: last grid time to reach (default: the largest).
             prediction_type: defaults to ``scheduler.prediction_type``.
             save_intermediates: also return the states at each grid time.
-            verbose: show a progress bar.
+            progress: show a tqdm progress bar.
+            verbose: deprecated name of ``progress`` (a ``DeprecationWarning``).
 
         Returns:
             the encoded state at the end time (and the intermediates).
         """
+        progress = renamed_keyword("DiffusionInferer.ddim_invert", "verbose", verbose, "progress", progress, False)
         scheduler = scheduler if scheduler is not None else self.scheduler
-        prediction_type = str(prediction_type or getattr(scheduler, "prediction_type", "epsilon"))
+        ptype = prediction_type_of(scheduler) if prediction_type is None else PredictionType.of(prediction_type)
         grid = torch.unique(torch.as_tensor(scheduler.timesteps))  # ascending, duplicates (multi-eval) removed
         if end_timestep is not None:
             grid = grid[grid.to(torch.float64) <= float(end_timestep)]
@@ -299,7 +306,7 @@ class DiffusionInferer(Inferer):
         sigma_cur = torch.zeros((), dtype=torch.float64)
         intermediates: list[torch.Tensor] = []
         steps = range(grid.numel())
-        if verbose:
+        if progress:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="DDIM inversion")
@@ -307,11 +314,11 @@ class DiffusionInferer(Inferer):
             for i in steps:
                 t_eval = grid[max(i - 1, 0)]
                 output = call_model(diffusion_model, x, t_eval, cond)
-                x0, eps = to_x0_eps(output, x, alpha_cur, sigma_cur, prediction_type) if i > 0 else (x, None)
+                x0, eps = ptype.to_x0_eps(output, x, alpha_cur, sigma_cur) if i > 0 else (x, None)
                 if eps is None:
                     # at the clean start the eps estimate comes from the network at the first grid time
                     a0, s0 = marginal_coefficients(scheduler, grid[0])
-                    _, eps = to_x0_eps(output, x, a0, s0, prediction_type)
+                    _, eps = ptype.to_x0_eps(output, x, a0, s0)
                 alpha_next, sigma_next = marginal_coefficients(scheduler, grid[i])
                 x = as_batch_coefficient(alpha_next, x) * x0 + as_batch_coefficient(sigma_next, x) * eps
                 alpha_cur, sigma_cur = alpha_next, sigma_next

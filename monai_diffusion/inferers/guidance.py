@@ -28,8 +28,13 @@ import torch
 from torch import nn
 
 from monai_diffusion.inferers.conditioning import NETWORK_KEYS, NullCondition, network_inputs, validate_condition
-from monai_diffusion.inferers.utils import from_eps, marginal_coefficients, timestep_batch, to_x0_eps
-from monai_diffusion.networks.schedulers.base import as_batch_coefficient
+from monai_diffusion.inferers.utils import timestep_batch
+from monai_diffusion.networks.schedulers.process import (
+    PredictionType,
+    as_batch_coefficient,
+    marginal_coefficients,
+    prediction_type_of,
+)
 
 __all__ = ["GuidedModel", "call_model", "ClassifierFreeGuidance", "ClassifierGuidance"]
 
@@ -165,9 +170,8 @@ class ClassifierGuidance(GuidedModel):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         self.guidance_scale = float(guidance_scale)
         self.scheduler = scheduler
-        self.prediction_type: str = str(prediction_type or getattr(scheduler, "prediction_type", "epsilon"))
-        if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
-            raise ValueError(f"unknown prediction_type {self.prediction_type!r}")
+        ptype = prediction_type_of(scheduler) if prediction_type is None else PredictionType.of(prediction_type)
+        self.prediction_type: str = ptype.value
         self.label = None if label is None else int(label)
 
     def classifier_gradient(self, x: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -200,7 +204,8 @@ class ClassifierGuidance(GuidedModel):
         if self.guidance_scale == 0.0:
             return out
         alpha, sigma = marginal_coefficients(self.scheduler, t)
-        _, eps = to_x0_eps(out, x, alpha, sigma, self.prediction_type)
+        ptype = PredictionType(self.prediction_type)
+        _, eps = ptype.to_x0_eps(out, x, alpha, sigma)
         grad = self.classifier_gradient(x, t, labels)
         eps = eps - self.guidance_scale * as_batch_coefficient(sigma, x) * grad
-        return from_eps(eps, x, alpha, sigma, self.prediction_type)
+        return ptype.from_eps(eps, x, alpha, sigma)

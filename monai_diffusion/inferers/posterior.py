@@ -32,6 +32,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_diffusion.inferers.utils import timestep_batch
+from monai_diffusion.networks.schedulers.process import PredictionType, marginal_coefficients, prediction_type_of
 from monai_diffusion.operators.base import LinearOperator
 
 __all__ = [
@@ -47,41 +49,26 @@ __all__ = [
 
 
 def noise_level(scheduler, timestep) -> tuple[float, float]:
-    """``(alpha, sigma)`` of ``x_t = alpha x0 + sigma eps`` at one model timestep, for any scheduler.
+    """``(alpha, sigma)`` of ``x_t = alpha x0 + sigma eps`` at one model timestep, for any scheduler, as floats.
 
-    Uses ``marginal_coefficients`` (the project protocol) when present, else MONAI/diffusers ``alphas_cumprod``.
+    The first entry of ``timestep`` through :func:`~monai_diffusion.networks.schedulers.process.marginal_coefficients`
+    (so fractional times of a MONAI/diffusers table are interpolated like everywhere else, not rounded).
     """
     t = torch.as_tensor(timestep).reshape(-1)[:1]
-    if hasattr(scheduler, "marginal_coefficients"):
-        a, s = scheduler.marginal_coefficients(t)
-        return float(torch.as_tensor(a).reshape(-1)[0]), float(torch.as_tensor(s).reshape(-1)[0])
-    abar = float(torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64).cpu()[int(t.round().long())])
-    return abar**0.5, (1 - abar) ** 0.5
+    alpha, sigma = marginal_coefficients(scheduler, t)
+    return float(alpha[0]), float(sigma[0])
 
 
 def x0_from_output(
     out: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float, prediction_type: str
 ) -> torch.Tensor:
-    """The clean-image estimate from a network output (epsilon, sample or v; Salimans & Ho 2022 for v)."""
-    if prediction_type == "epsilon":
-        return (x - sigma * out) / alpha
-    if prediction_type == "sample":
-        return out
-    if prediction_type == "v_prediction":
-        return (alpha * x - sigma * out) / (alpha**2 + sigma**2)
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    """The clean-image estimate from a network output (see :class:`~.process.PredictionType`)."""
+    return PredictionType.of(prediction_type).to_x0_eps(out, x, alpha, sigma)[0]
 
 
 def output_from_x0(x0: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float, prediction_type: str) -> torch.Tensor:
     """The network output consistent with ``(x_t, x0)``: inverse of :func:`x0_from_output`."""
-    if prediction_type == "sample":
-        return x0
-    eps = (x - alpha * x0) / sigma
-    if prediction_type == "epsilon":
-        return eps
-    if prediction_type == "v_prediction":
-        return alpha * eps - sigma * x0
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    return PredictionType.of(prediction_type).from_x0(x0, x, alpha, sigma)
 
 
 class PosteriorSampler(nn.Module):
@@ -215,10 +202,7 @@ class PosteriorSampler(nn.Module):
         raise NotImplementedError
 
     def _call_model(self, model, x, t, model_kwargs):
-        tt = torch.full((x.shape[0],), float(t), device=x.device)
-        if not torch.is_floating_point(torch.as_tensor(t)):
-            tt = tt.long()
-        return model(x, tt, **model_kwargs)
+        return model(x, timestep_batch(t, x.shape[0], x.device), **model_kwargs)
 
     def _step(self, out, t, x, generator):
         return self.scheduler.step(out, t, x, generator=generator)
@@ -322,13 +306,13 @@ class NullSpaceSampler(PosteriorSampler):
 
     def sample_step(self, model, y, x, timesteps, i, generator, model_kwargs):
         t = timesteps[i]
-        ptype = getattr(self.scheduler, "prediction_type", "epsilon")
+        ptype = prediction_type_of(self.scheduler)
         with torch.no_grad():
             out = self._call_model(model, x, t, model_kwargs)
             a, s = noise_level(self.scheduler, t)
-            x0 = x0_from_output(out, x, a, s, ptype)
+            x0 = ptype.to_x0_eps(out, x, a, s)[0]
             x0 = self.project(x0, y, self.mode, self.weight)
-            x, _ = self._step(output_from_x0(x0, x, a, s, ptype), t, x, generator)
+            x, _ = self._step(ptype.from_x0(x0, x, a, s), t, x, generator)
             return x
 
 
@@ -353,12 +337,12 @@ class DPSSampler(PosteriorSampler):
         self.step_size = float(step_size)
 
     def guided_step(self, model, y, x, t, generator, model_kwargs) -> torch.Tensor:
-        ptype = getattr(self.scheduler, "prediction_type", "epsilon")
+        ptype = prediction_type_of(self.scheduler)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             out = self._call_model(model, xg, t, model_kwargs)
             a, s = noise_level(self.scheduler, t)
-            x0 = x0_from_output(out, xg, a, s, ptype)
+            x0 = ptype.to_x0_eps(out, xg, a, s)[0]
             res = self.operator.A(self.to_operator(x0)) - y.to(self._meas_dtype(self.to_operator(x0), y))
             norm = res.abs().pow(2).reshape(res.shape[0], -1).sum(-1).sqrt()
             (grad,) = torch.autograd.grad(norm.sum(), xg)

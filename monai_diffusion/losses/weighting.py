@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from monai_diffusion.networks.schedulers.process import PredictionType
+
 __all__ = ["snr", "min_snr_weight", "MinSNRWeighting"]
 
 
@@ -28,14 +30,13 @@ def min_snr_weight(snr_values: torch.Tensor, gamma: float = 5.0, prediction_type
     """
     if not gamma > 0:
         raise ValueError(f"gamma must be positive, got {gamma}")
+    ptype = PredictionType.of(prediction_type)
     clipped = torch.clamp(snr_values, max=gamma)
-    if prediction_type == "epsilon":
+    if ptype is PredictionType.EPSILON:
         return clipped / snr_values
-    if prediction_type == "sample":
+    if ptype is PredictionType.SAMPLE:
         return clipped
-    if prediction_type == "v_prediction":
-        return clipped / (snr_values + 1)
-    raise ValueError(f"prediction_type must be epsilon, sample or v_prediction, got {prediction_type!r}")
+    return clipped / (snr_values + 1)
 
 
 class MinSNRWeighting(nn.Module):

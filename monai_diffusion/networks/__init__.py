@@ -1,1 +1,1 @@
-"""Networks and samplers: ``nets`` (diffusion UNets, autoencoders, presets) and ``schedulers``."""
+"""Samplers (``schedulers``); the networks themselves are MONAI's (``monai.networks.nets``)."""

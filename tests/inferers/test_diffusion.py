@@ -7,6 +7,7 @@ from monai.networks.schedulers import DDIMScheduler as MonaiDDIM
 from monai.networks.schedulers import DDPMScheduler as MonaiDDPM
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture, wasserstein1
 from monai_diffusion.inferers import DiffusionInferer, NullCondition, marginal_coefficients, start_index
 from monai_diffusion.networks.schedulers import (
     DDIMScheduler,
@@ -19,7 +20,6 @@ from monai_diffusion.networks.schedulers import (
     ProbabilityFlowScheduler,
     UniPCMultistepScheduler,
 )
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 from tests.test_utils import assert_allclose, dims_cases, make_input, tiny_unet
 
 MIX = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-1.0, 1.0]), torch.tensor([0.3, 0.4]))
@@ -215,7 +215,7 @@ class TestSampling(unittest.TestCase):
             inferer.sample(noise, net, conditioning=bad, num_inference_steps=1)
 
     def test_progress_bar(self):
-        """``verbose=True`` shows a tqdm bar (on stderr) and leaves the results unchanged."""
+        """``progress=True`` shows a tqdm bar (on stderr) and leaves the results unchanged."""
         import contextlib
         import io
 
@@ -226,12 +226,34 @@ class TestSampling(unittest.TestCase):
         noise = make_input((2, 1, 4, 4))
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
-            a = inferer.sample(noise, model, verbose=True)
-            enc = inferer.ddim_invert(noise, model, verbose=True)
+            a = inferer.sample(noise, model, progress=True)
+            enc = inferer.ddim_invert(noise, model, progress=True)
         self.assertIn("sampling", stderr.getvalue())
         self.assertIn("DDIM inversion", stderr.getvalue())
         assert_allclose(a, inferer.sample(noise, model))
         assert_allclose(enc, inferer.ddim_invert(noise, model))
+
+    def test_verbose_is_the_deprecated_name_of_progress(self):
+        """The old keyword still shows the bar, with a DeprecationWarning; giving both names is an error."""
+        import contextlib
+        import io
+
+        sched = DDIMScheduler(100)
+        sched.set_timesteps(3)
+        model = ExactModel(MIX, sched)
+        inferer = DiffusionInferer(sched)
+        noise = make_input((1, 1, 4, 4))
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            with self.assertWarnsRegex(DeprecationWarning, "`verbose` is deprecated, use `progress`"):
+                a = inferer.sample(noise, model, verbose=True)
+            with self.assertWarnsRegex(DeprecationWarning, "`verbose` is deprecated, use `progress`"):
+                inferer.ddim_invert(noise, model, verbose=True)
+        self.assertIn("sampling", stderr.getvalue())
+        self.assertIn("DDIM inversion", stderr.getvalue())
+        assert_allclose(a, inferer.sample(noise, model))
+        with self.assertRaisesRegex(ValueError, "pass only `progress`"):
+            inferer.sample(noise, model, verbose=True, progress=True)
 
     def test_sample_grad_off_by_default(self):
         net = tiny_unet(2)

@@ -17,21 +17,24 @@ import torch
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
 from parameterized import parameterized
 
+from monai_diffusion.exact import (
+    ExactClassifier,
+    ExactConditionalModel,
+    ExactModel,
+    GaussianMixture,
+    TemperedLabelClassifier,
+    guided_ode_quantiles,
+    tilted_density,
+    wasserstein1,
+    wasserstein1_density,
+    wasserstein1_empirical,
+)
 from monai_diffusion.inferers import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
     DiffusionInferer,
     NullCondition,
     marginal_coefficients,
-)
-from monai_diffusion.inferers.exact_guidance import (
-    ExactClassifier,
-    ExactConditionalModel,
-    TemperedLabelClassifier,
-    guided_ode_quantiles,
-    tilted_density,
-    wasserstein1_density,
-    wasserstein1_empirical,
 )
 from monai_diffusion.inferers.utils import to_x0_eps
 from monai_diffusion.networks.schedulers import (
@@ -42,7 +45,6 @@ from monai_diffusion.networks.schedulers import (
     HeunKarrasScheduler,
     ProbabilityFlowScheduler,
 )
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, wasserstein1
 from tests.test_utils import assert_allclose, make_input
 
 MIX = GaussianMixture(

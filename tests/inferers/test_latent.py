@@ -7,6 +7,7 @@ from monai.networks.nets import VQVAE, AutoencoderKL, DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionModelEncoder
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture
 from monai_diffusion.inferers import (
     ClassifierFreeGuidance,
     ClassifierGuidance,
@@ -17,7 +18,6 @@ from monai_diffusion.inferers import (
     estimate_scale_factor,
 )
 from monai_diffusion.networks.schedulers import DDIMScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
 from tests.test_utils import dims_cases, make_input
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ def denoising_report(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    save_nifti: bool = False,
 ) -> dict[str, Any]:
     """Run every method at every noise level, write ``metrics.json`` (``table``/``notes``/``figures``) and a
     figure, print the table.
@@ -91,6 +93,8 @@ def denoising_report(
         sigmas: Rician noise levels relative to the intensity range.
         batch_size, seed: batching; the seed fixes the noise (the same for every method).
         progress: progress bars.
+        save_nifti: write the noisy and every method's denoised images ([0, 1]) as NIfTI under
+            ``denoised/<method>/sigma<level>_<index>.nii.gz``.
     """
     from tqdm.auto import tqdm
 
@@ -136,6 +140,8 @@ def denoising_report(
                 "nfe": getattr(method, "nfe", None),
             }
             rows.append([name, sigma, round(float(psnr.mean()), 2), round(float(ssim.mean()), 4), round(wall, 1)])
+            if save_nifti:
+                _save(denoised, out / "denoised" / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"), sigma)
             if level == len(sigmas) - 1:
                 examples[name] = denoised[pick]
         results["levels"][str(sigma)] = entry
@@ -159,6 +165,16 @@ def denoising_report(
     print(format_table(columns, rows))
     print(results["notes"])
     return results
+
+
+def _save(images: torch.Tensor, folder: Path, sigma: float) -> None:
+    import nibabel as nib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        nib.save(
+            nib.Nifti1Image(img[0].numpy().astype(np.float32), np.eye(4)), str(folder / f"sigma{sigma}_{i:04d}.nii.gz")
+        )
 
 
 def _figure(examples: Mapping[str, torch.Tensor], path: Path) -> Path:

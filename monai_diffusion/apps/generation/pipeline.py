@@ -135,7 +135,7 @@ class LatentGenerator(nn.Module):
                 conditioning=lab,
                 mode="class_label",
                 num_inference_steps=self.num_inference_steps,
-                verbose=progress,
+                progress=progress,
             )
             out.append(torch.as_tensor(images).float().clamp(-1, 1).cpu())
         return torch.cat(out) if out else torch.zeros(0, 1)

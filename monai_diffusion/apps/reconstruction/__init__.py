@@ -1,11 +1,25 @@
-"""Reconstruction baselines and the Gaussian-prior reference: zero-filled, L1-wavelet CS (FISTA), FBP, exact posterior."""
+"""Reconstruction baselines: zero-filled, L1-wavelet CS (FISTA), FBP.
+
+The Gaussian-prior reference (exact score and posterior) lives in :mod:`monai_diffusion.exact.gaussian_prior`;
+``StationaryGaussianPrior``, ``GaussianPriorDenoiser`` and ``scheduler_coefficients`` are still importable from here
+(loaded on first use, so that importing this package does not import the exact references)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from .baselines import WaveletTransform as WaveletTransform
 from .baselines import filtered_back_projection as filtered_back_projection
 from .baselines import l1_wavelet_cs as l1_wavelet_cs
 from .baselines import zero_filled as zero_filled
-from .gaussian_prior import GaussianPriorDenoiser as GaussianPriorDenoiser
-from .gaussian_prior import StationaryGaussianPrior as StationaryGaussianPrior
-from .gaussian_prior import scheduler_coefficients as scheduler_coefficients
+
+_MOVED = ("GaussianPriorDenoiser", "StationaryGaussianPrior", "scheduler_coefficients")
+__all__ = ["WaveletTransform", "filtered_back_projection", "l1_wavelet_cs", "zero_filled", *_MOVED]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from . import gaussian_prior
+
+        return getattr(gaussian_prior, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,6 +17,9 @@ Sampling is the plain loop of MONAI's ``DiffusionInferer.sample``::
 
 Unlike ``monai.networks.schedulers.Scheduler.__init__``, which keeps the noise tables as plain attributes (empty
 ``state_dict``, ``.to()`` ignores them), the classes here register them as buffers.
+
+The forward process itself (prediction types and their conversions, fractional timesteps, compatibility checks)
+lives one layer below, in :mod:`.process`; the names this module used to define there are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ import torch
 from monai.networks.schedulers import Scheduler
 from monai.networks.schedulers.scheduler import NoiseSchedules
 from torch import nn
+
+from monai_diffusion.networks.schedulers.process import (
+    PREDICTION_TYPES,
+    PredictionType,
+    append_dims,
+    as_batch_coefficient,
+    check_forward_process,
+    interp,
+    log_sigma_table,
+    log_sigma_to_timestep,
+    model_output_to_x0_eps,
+    table_coefficients,
+)
 
 __all__ = [
     "PREDICTION_TYPES",
@@ -47,8 +63,6 @@ __all__ = [
     "randn_like",
 ]
 
-#: what a network may be trained to predict
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "sample", "v_prediction")
 #: how inference timesteps are placed on the training grid
 TIMESTEP_SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing", "log_snr", "karras")
 
@@ -57,58 +71,6 @@ _SCHEDULE_ALIASES = {"linear": "linear_beta", "scaled_linear": "scaled_linear_be
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-def append_dims(x: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Append trailing singleton axes to ``x`` until it has ``ndim`` dimensions (dimension-agnostic broadcasting).
-
-    Args:
-        x: a tensor, usually a scalar or a per-sample vector of shape (B,).
-        ndim: the number of dimensions of the tensor ``x`` must broadcast against.
-
-    Raises:
-        ValueError: if ``x`` already has more than ``ndim`` dimensions.
-    """
-    missing = ndim - x.ndim
-    if missing < 0:
-        raise ValueError(f"cannot broadcast a tensor with {x.ndim} dims against {ndim} dims")
-    return x.reshape(*x.shape, *([1] * missing))
-
-
-def as_batch_coefficient(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A scalar or per-sample (B,) coefficient as a tensor broadcastable against ``like`` (B, C, *spatial).
-
-    Args:
-        value: a Python number, a 0-d tensor, or a tensor of shape (1,) or (B,).
-        like: the batch-first tensor to broadcast against; sets dtype and device.
-
-    Raises:
-        ValueError: if a vector coefficient's length is neither 1 nor the batch size.
-    """
-    v = torch.as_tensor(value, device=like.device, dtype=like.dtype)
-    if v.ndim == 0:
-        return v
-    v = v.reshape(-1)
-    if v.numel() == 1:
-        return v.reshape(())
-    if v.shape[0] != like.shape[0]:
-        raise ValueError(f"a per-sample coefficient needs shape ({like.shape[0]},), got {tuple(v.shape)}")
-    return append_dims(v, like.ndim)
-
-
-def interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation ``f(x)`` through the knots ``(xp, fp)``, ``xp`` increasing; linear extrapolation.
-
-    Args:
-        x: query points (any shape).
-        xp: increasing knot positions, shape (K,), K >= 2.
-        fp: knot values, shape (K,).
-    """
-    idx = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.shape[0] - 1)
-    x0, x1 = xp[idx - 1], xp[idx]
-    f0, f1 = fp[idx - 1], fp[idx]
-    w = (x - x0) / (x1 - x0)
-    return f0 + w * (f1 - f0)
-
-
 def make_schedule(
     schedule: str, num_train_timesteps: int, **schedule_args
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,13 +99,6 @@ def make_schedule(
         raise ValueError(f"schedule {schedule!r} must give {num_train_timesteps} betas in (0, 1)")
     alphas = 1.0 - betas
     return betas, alphas, torch.cumprod(alphas, dim=0)
-
-
-def log_sigma_table(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """``log sigma_t`` with ``sigma_t = sqrt((1 - abar_t) / abar_t)``: the noise level of the equivalent VE process
-    (Karras et al. 2022, Sec. 2), which is minus half the log-SNR ``lambda_t`` of Kingma et al. (2021)."""
-    a = alphas_cumprod.to(torch.float64)
-    return 0.5 * (torch.log1p(-a) - torch.log(a))
 
 
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -201,7 +156,6 @@ def spaced_timesteps(
         if alphas_cumprod is None:
             raise ValueError(f"spacing {spacing!r} needs the alphas_cumprod table")
         ls = log_sigma_table(alphas_cumprod)
-        grid = torch.arange(big_t, dtype=torch.float64)
         if spacing == "log_snr":
             # ls is log(sigma / alpha) = -lambda: decreasing lambda_min clips the top of this range
             top = float(ls[-1]) if lambda_min is None else min(float(ls[-1]), -float(lambda_min))
@@ -209,46 +163,8 @@ def spaced_timesteps(
             targets[0] = ls[-1]
         else:
             targets = karras_sigmas(n, float(ls[0].exp()), float(ls[-1].exp()), rho).log()
-        return interp(targets, ls, grid).clamp(0, big_t - 1)
+        return log_sigma_to_timestep(alphas_cumprod, targets).clamp(0, big_t - 1)
     raise ValueError(f"unknown timestep spacing {spacing!r}; expected one of {TIMESTEP_SPACINGS}")
-
-
-def model_output_to_x0_eps(
-    model_output: torch.Tensor,
-    sample: torch.Tensor,
-    alpha: float | torch.Tensor,
-    sigma: float | torch.Tensor,
-    prediction_type: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Convert a network output to the pair ``(x0, eps)`` for ``x_t = alpha x0 + sigma eps``.
-
-    ``epsilon``: ``x0 = (x_t - sigma eps) / alpha``; ``sample``: ``eps = (x_t - alpha x0) / sigma``;
-    ``v_prediction`` (Salimans & Ho 2022, Eq. 9 with ``alpha^2 + sigma^2 = 1`` generalised):
-    ``v = alpha eps - sigma x0``, so ``x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2)`` and
-    ``eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2)``.
-
-    Args:
-        model_output: the network output, same shape as ``sample``.
-        sample: the noisy input ``x_t``.
-        alpha: signal coefficient (scalar or per-sample).
-        sigma: noise coefficient (scalar or per-sample).
-        prediction_type: one of :data:`PREDICTION_TYPES`.
-
-    Raises:
-        ValueError: for an unknown prediction type or mismatched shapes.
-    """
-    if model_output.shape != sample.shape:
-        raise ValueError(f"model_output {tuple(model_output.shape)} and sample {tuple(sample.shape)} must match")
-    a = as_batch_coefficient(alpha, sample)
-    s = as_batch_coefficient(sigma, sample)
-    if prediction_type == "epsilon":
-        return (sample - s * model_output) / a, model_output
-    if prediction_type == "sample":
-        return model_output, (sample - a * model_output) / s
-    if prediction_type == "v_prediction":
-        norm = a**2 + s**2
-        return (a * sample - s * model_output) / norm, (s * sample + a * model_output) / norm
-    raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
 
 
 def clip_x0(x0: torch.Tensor, clip_range: float = 1.0) -> torch.Tensor:
@@ -315,14 +231,12 @@ class BaseScheduler(Scheduler):
         nn.Module.__init__(self)
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if clip_sample and thresholding:
             raise ValueError("choose at most one of clip_sample and thresholding")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}")
         self.num_train_timesteps = num_train_timesteps
-        self.prediction_type = prediction_type
+        self.prediction_type: str = PredictionType.of(prediction_type).value
         self.clip_sample = bool(clip_sample)
         self.clip_sample_range = float(clip_sample_range)
         self.thresholding = bool(thresholding)
@@ -389,10 +303,8 @@ class BaseScheduler(Scheduler):
     ) -> torch.Tensor:
         """The v-prediction target ``v = alpha eps - sigma x0`` (Salimans & Ho 2022), never mutating the scheduler."""
         alpha, sigma = self.marginal_coefficients(timesteps)
-        x = sample.float()
-        a = as_batch_coefficient(alpha.float().to(x.device), x)
-        s = as_batch_coefficient(sigma.float().to(x.device), x)
-        return (a * noise.float() - s * x).to(sample.dtype)
+        v = PredictionType.V_PREDICTION.from_x0_eps(sample.float(), noise.float(), alpha.float(), sigma.float())
+        return v.to(sample.dtype)
 
     def predict_x0_eps(
         self,
@@ -405,7 +317,7 @@ class BaseScheduler(Scheduler):
 
         When x0 is clipped, eps is recomputed from the clipped x0 so that the pair stays consistent with ``x_t``.
         """
-        x0, eps = model_output_to_x0_eps(model_output, sample, alpha, sigma, self.prediction_type)
+        x0, eps = PredictionType(self.prediction_type).to_x0_eps(model_output, sample, alpha, sigma)
         if self.clip_sample or self.thresholding:
             if self.clip_sample:
                 x0 = clip_x0(x0, self.clip_sample_range)
@@ -452,9 +364,9 @@ class DiscreteTimeScheduler(BaseScheduler):
 
     Holds ``betas``, ``alphas`` and ``alphas_cumprod`` as registered buffers (float32), with
     ``abar_t = prod_{s<=t} (1 - beta_s)`` and ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (Ho et al. 2020, Eq. 4).
-    Fractional times (used by log-SNR and Karras spacings and by Heun's extra evaluations) are defined by linear
-    interpolation of ``log sigma_t = 0.5 log((1 - abar_t)/abar_t)`` between integer times, so the forward process,
-    the sampler and any network evaluated at fractional times agree.
+    Fractional times (used by log-SNR and Karras spacings and by Heun's extra evaluations) are those of
+    :func:`~.process.table_coefficients`: linear interpolation of ``log sigma_t = 0.5 log((1 - abar_t)/abar_t)``
+    between integer times, so the forward process, the sampler and any network evaluated at fractional times agree.
 
     Args:
         num_train_timesteps: number of training steps ``T``.
@@ -518,8 +430,6 @@ class DiscreteTimeScheduler(BaseScheduler):
         self.register_buffer("alphas", alphas.float())
         self.register_buffer("alphas_cumprod", alphas_cumprod.float())
         if trained_with is not None:
-            from monai_diffusion.networks.schedulers.sde import check_forward_process  # sde.py imports this module
-
             check_forward_process(trained_with, self)
 
     # --------------------------------------------------------------------------------------- forward process
@@ -528,23 +438,17 @@ class DiscreteTimeScheduler(BaseScheduler):
         return log_sigma_table(self.alphas_cumprod)
 
     def marginal_coefficients(self, timesteps: torch.Tensor | float | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sqrt(abar_t), sqrt(1 - abar_t))`` at (possibly fractional) ``timesteps``, float64, same shape.
+        """``(sqrt(abar_t), sqrt(1 - abar_t))`` at (possibly fractional) ``timesteps``, float64, same shape, on the
+        tables' device; fractional times as defined by :func:`~.process.table_coefficients`.
 
         Raises:
             ValueError: if a time lies outside ``[0, T-1]``.
         """
-        t = self._timestep_tensor(timesteps)
-        grid = torch.arange(self.num_train_timesteps, dtype=torch.float64, device=t.device)
-        log_sigma = interp(t, grid, self.log_sigmas())
-        alpha = torch.sigmoid(-2 * log_sigma).sqrt()
-        sigma = torch.sigmoid(2 * log_sigma).sqrt()
-        return alpha, sigma
+        return table_coefficients(self.alphas_cumprod, self._timestep_tensor(timesteps))
 
     def sigma_to_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Fractional training time whose VE noise level ``sqrt((1 - abar)/abar)`` equals ``sigma`` (float64)."""
-        ls = self.log_sigmas()
-        grid = torch.arange(self.num_train_timesteps, dtype=torch.float64, device=ls.device)
-        return interp(torch.as_tensor(sigma, dtype=torch.float64, device=ls.device).log(), ls, grid)
+        return log_sigma_to_timestep(self.alphas_cumprod, torch.as_tensor(sigma, dtype=torch.float64).log())
 
     # --------------------------------------------------------------------------------------- timesteps
     def _make_timesteps(

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from monai_diffusion.networks.schedulers.base import DiscreteTimeScheduler, model_output_to_x0_eps, randn_like
+from monai_diffusion.networks.schedulers.base import DiscreteTimeScheduler, randn_like
+from monai_diffusion.networks.schedulers.process import PredictionType
 
 __all__ = ["DDIMScheduler"]
 
@@ -148,9 +149,8 @@ class DDIMScheduler(DiscreteTimeScheduler):
         index = self._index_of(timestep)
         abar_t, abar_src = self._abar_at(index), self._abar_at(index + 1)
         # the network saw level `timestep`: read its noise estimate there, then re-anchor x0 at the source level
-        _, eps = model_output_to_x0_eps(
-            model_output.float(), x, math.sqrt(abar_t), math.sqrt(1.0 - abar_t), self.prediction_type
-        )
+        ptype = PredictionType(self.prediction_type)
+        _, eps = ptype.to_x0_eps(model_output.float(), x, math.sqrt(abar_t), math.sqrt(1.0 - abar_t))
         x0 = (x - math.sqrt(1.0 - abar_src) * eps) / math.sqrt(abar_src)
         nxt = math.sqrt(abar_t) * x0 + math.sqrt(1.0 - abar_t) * eps
         return nxt.to(dtype), x0.to(dtype)

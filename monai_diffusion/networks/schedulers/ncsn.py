@@ -6,7 +6,7 @@ Training Score-Based Generative Models", NeurIPS 2020 (arXiv:2006.09011), Techni
 
 Forward process: ``x = x0 + sigma_tau eps`` with geometric noise levels over the network timesteps
 ``tau = 0 .. N-1``: ``sigma_tau = sigma_min (sigma_max / sigma_min)^(tau / (N - 1))``. This is exactly the VE SDE
-(:class:`~monai_diffusion.networks.schedulers.sde.VESDE`) at ``t = tau / (N - 1)``, so a model trained for NCSN is
+(:class:`~monai_diffusion.networks.schedulers.sde_definitions.VESDE`) at ``t = tau / (N - 1)``, so a model trained for NCSN is
 also sampled by the score-SDE samplers with ``sde="ve"`` (same ``sigma_min``, ``sigma_max``) and vice versa. As
 everywhere in this package the network predicts ``epsilon`` (or ``sample`` / ``v_prediction``) and the score is
 ``-eps / sigma``; a network trained by denoising score matching on ``s(x, sigma)`` is the same network with
@@ -26,14 +26,9 @@ from typing import Any
 import torch
 
 from monai_diffusion.networks.schedulers.base import randn_like
-from monai_diffusion.networks.schedulers.sde import (
-    CORRECT,
-    FINAL,
-    VESDE,
-    ContinuousTimeScheduler,
-    num_train_timesteps_of,
-    sde_from_training_scheduler,
-)
+from monai_diffusion.networks.schedulers.continuous import CORRECT, FINAL, ContinuousTimeScheduler
+from monai_diffusion.networks.schedulers.process import num_train_timesteps_of, prediction_type_of
+from monai_diffusion.networks.schedulers.sde_definitions import VESDE, sde_from_training_scheduler
 
 __all__ = ["NCSNScheduler", "geometric_sigmas", "langevin_step", "langevin_variance_ratio", "optimal_step_ratio"]
 
@@ -169,7 +164,7 @@ class NCSNScheduler(ContinuousTimeScheduler):
                 f"trains with {sde!r}; use the DDPM/DDIM/DPM-Solver samplers or the SDE samplers with sde='vp'"
             )
         kwargs.setdefault("num_train_timesteps", num_train_timesteps_of(scheduler))
-        kwargs.setdefault("prediction_type", getattr(scheduler, "prediction_type", "epsilon"))
+        kwargs.setdefault("prediction_type", prediction_type_of(scheduler).value)
         return cls(sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, **kwargs)
 
     def _num_points(self, num_inference_steps: int) -> int:

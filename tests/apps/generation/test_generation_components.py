@@ -59,7 +59,17 @@ class TestContrastItems(unittest.TestCase):
     def test_one_item_per_contrast_with_ids(self):
         out = contrast_items(_items(), contrasts=("t1w", "t2w"))
         self.assertEqual([o["contrast"] for o in out], [0, 1, 0, 1])
-        self.assertEqual(out[1], {"image": "a_t2.nii", "contrast": 1, "label": "a_l.nii", "subject": "a"})
+        self.assertEqual(
+            out[1], {"image": "a_t2.nii", "contrast": 1, "label": "a_l.nii", "healthy": True, "subject": "a"}
+        )
+
+    def test_source_picks_another_key(self):
+        items = [{"t1w": "a.nii", "t1w_clean": "a_clean.nii", "healthy": True}]
+        self.assertEqual(
+            contrast_items(items, contrasts=("t1w",), source="{contrast}_clean")[0]["image"], "a_clean.nii"
+        )
+        with self.assertRaisesRegex(ValueError, "t2w_clean"):
+            contrast_items(items, contrasts=("t2w",), source="{contrast}_clean")
 
     def test_filters(self):
         self.assertEqual(len(contrast_items(_items(), contrasts=("t1w",), min_brain_voxels=800)), 1)

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 from parameterized import parameterized
 
-from monai_diffusion.apps.reconstruction import GaussianPriorDenoiser, StationaryGaussianPrior
 from monai_diffusion.apps.reconstruction.baselines import (
     WaveletTransform,
     filtered_back_projection,
     l1_wavelet_cs,
     zero_filled,
 )
+from monai_diffusion.exact import GaussianPriorDenoiser, StationaryGaussianPrior
 from monai_diffusion.networks.schedulers import DDIMScheduler
 from monai_diffusion.operators import MRIOperator, ParallelBeamCT, fft_centered, ifft_centered
 from tests.test_utils import assert_allclose

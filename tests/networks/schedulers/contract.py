@@ -19,27 +19,16 @@ with the package's ``DiffusionInferer``.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import Scheduler
 
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
+from monai_diffusion.exact import ExactModel, GaussianMixture
 from tests.test_utils import SPATIAL_2D, SPATIAL_3D, make_input
 
-__all__ = ["SchedulerContract", "sample_loop", "contract_mixture", "stratified_normal"]
-
-
-def stratified_normal(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """Standard normal quantiles at ``(i + 0.5) / n`` in a seeded random order: noise whose empirical distribution
-    is almost exactly N(0, 1), so distribution errors of deterministic samplers are not swamped by sampling noise."""
-    n = math.prod(shape)
-    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    q = math.sqrt(2.0) * torch.erfinv(2 * u - 1)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return q[perm].reshape(shape).float()
+__all__ = ["SchedulerContract", "sample_loop", "contract_mixture"]
 
 
 def contract_mixture() -> GaussianMixture:
@@ -198,7 +187,7 @@ class SchedulerContract:
         s = self._ready()
         model = ExactModel(contract_mixture(), s)
         noise = make_input((2, 1, *SPATIAL_2D), seed=5)
-        out = DiffusionInferer(s).sample(noise, model, scheduler=s, verbose=False)
+        out = DiffusionInferer(s).sample(noise, model, scheduler=s)
         self.assertEqual(model.calls, len(s.timesteps))
         self.assertEqual(tuple(out.shape), tuple(noise.shape))
         self.assertTrue(bool(torch.isfinite(out).all()))

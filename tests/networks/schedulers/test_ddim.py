@@ -6,8 +6,8 @@ import unittest
 import torch
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture
 from monai_diffusion.networks.schedulers import DDIMScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
 from tests.networks.schedulers.contract import SchedulerContract
 from tests.test_utils import dims_cases, make_input
 

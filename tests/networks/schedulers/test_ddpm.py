@@ -5,8 +5,8 @@ import unittest
 import torch
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture
 from monai_diffusion.networks.schedulers import DDPMScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
 from tests.networks.schedulers.contract import SchedulerContract, sample_loop
 from tests.test_utils import assert_close_scalar, make_input, spatial_cases
 

@@ -4,9 +4,9 @@ import unittest
 
 import torch
 
+from monai_diffusion.exact import ExactModel, stratified_normal
 from monai_diffusion.networks.schedulers import DPMSolverMultistepScheduler
-from monai_diffusion.utils.exact import ExactModel
-from tests.networks.schedulers.contract import SchedulerContract, contract_mixture, sample_loop, stratified_normal
+from tests.networks.schedulers.contract import SchedulerContract, contract_mixture, sample_loop
 
 
 class TestDPMSolverContract(SchedulerContract, unittest.TestCase):
@@ -57,9 +57,9 @@ class TestLambdaMin(unittest.TestCase):
     def test_cosine_schedule_clipped_log_snr(self):
         """Cosine betas put t = 999 at log-SNR -19.8; clipping the grid at lambda_min = -3 after the first point
         fixes the 10-NFE solvers (measured on this mixture: DPM-Solver++ 3M W1 0.176 -> 0.0068, DDIM 0.048)."""
+        from monai_diffusion.exact import GaussianMixture, wasserstein1
         from monai_diffusion.inferers import DiffusionInferer
         from monai_diffusion.networks.schedulers import DDIMScheduler
-        from monai_diffusion.utils.exact import GaussianMixture, wasserstein1
 
         mixture = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-0.8, 0.6]), torch.tensor([0.2, 0.3]))
         noise = stratified_normal((2, 1, 32, 32))

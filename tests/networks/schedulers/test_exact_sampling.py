@@ -12,6 +12,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture, mixture_weight_error, stratified_normal, wasserstein1
 from monai_diffusion.networks.schedulers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -20,8 +21,7 @@ from monai_diffusion.networks.schedulers import (
     HeunKarrasScheduler,
     UniPCMultistepScheduler,
 )
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
-from tests.networks.schedulers.contract import sample_loop, stratified_normal
+from tests.networks.schedulers.contract import sample_loop
 from tests.test_utils import assert_close_scalar
 
 MIXTURE = GaussianMixture(

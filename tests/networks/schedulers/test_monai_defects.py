@@ -11,8 +11,8 @@ import unittest
 import torch
 from monai.networks import schedulers as monai_schedulers
 
+from monai_diffusion.exact import ExactModel, GaussianMixture
 from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture
 from tests.networks.schedulers.contract import sample_loop
 from tests.test_utils import assert_close_scalar, make_input
 

@@ -8,6 +8,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 from monai_diffusion.networks.schedulers import NCSNScheduler, PredictorCorrectorScheduler
 from monai_diffusion.networks.schedulers.ncsn import (
     geometric_sigmas,
@@ -15,7 +16,6 @@ from monai_diffusion.networks.schedulers.ncsn import (
     langevin_variance_ratio,
     optimal_step_ratio,
 )
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 from tests.networks.schedulers.contract import SchedulerContract, sample_loop
 from tests.test_utils import assert_allclose, assert_close_scalar, make_input
 

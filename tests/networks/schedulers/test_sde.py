@@ -10,6 +10,7 @@ from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler as MonaiDDPMScheduler
 from parameterized import parameterized
 
+from monai_diffusion.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 from monai_diffusion.networks.schedulers import (
     VESDE,
     VPSDE,
@@ -29,7 +30,6 @@ from monai_diffusion.networks.schedulers.sde import (
     reverse_diffusion_step,
     sde_from_training_scheduler,
 )
-from monai_diffusion.utils.exact import ExactModel, GaussianMixture, mixture_weight_error, wasserstein1
 from tests.networks.schedulers.contract import SchedulerContract, sample_loop
 from tests.test_utils import assert_allclose, assert_close_scalar, make_input, skip_if_no_cuda
 
@@ -277,10 +277,10 @@ class TestSamplerBehaviour(unittest.TestCase):
             corr_only.set_timesteps(n)
             self.assertEqual(len(corr_only.timesteps), 2 * max(1, (n - 1) // 2) + 1)
 
-    @parameterized.expand([("uniform",), ("log_snr",), ("karras",)])
+    @parameterized.expand([("linspace",), ("log_snr",), ("karras",)])
     def test_time_grids(self, spacing):
         for sde in ("vp", "subvp", "ve"):
-            s = EulerMaruyamaScheduler(sde=sde, time_spacing=spacing)
+            s = EulerMaruyamaScheduler(sde=sde, timestep_spacing=spacing)
             grid = s.time_grid(12)
             self.assertAlmostEqual(float(grid[0]), 1.0, places=12)
             self.assertAlmostEqual(float(grid[-1]), s.t_min, places=12)
@@ -296,6 +296,23 @@ class TestSamplerBehaviour(unittest.TestCase):
                     torch.linspace(float(sig[0] ** (1 / 7)), float(sig[-1] ** (1 / 7)), 12, dtype=torch.float64),
                     rtol=1e-6,
                 )
+
+    def test_time_spacing_is_the_deprecated_name_of_timestep_spacing(self):
+        """One name for the spacing in every sampler: ``time_spacing`` and ``"uniform"`` still work, with a warning."""
+        self.assertEqual(EulerMaruyamaScheduler().timestep_spacing, "linspace")
+        with self.assertWarnsRegex(DeprecationWarning, "`time_spacing` is deprecated, use `timestep_spacing`"):
+            s = ProbabilityFlowScheduler(time_spacing="log_snr")
+        self.assertEqual(s.timestep_spacing, "log_snr")
+        with self.assertWarnsRegex(DeprecationWarning, "'uniform' is deprecated, use 'linspace'"):
+            s = EulerMaruyamaScheduler(time_spacing="uniform")
+        self.assertEqual(s.timestep_spacing, "linspace")
+        assert_allclose(s.time_grid(5), EulerMaruyamaScheduler().time_grid(5))
+        with self.assertWarnsRegex(DeprecationWarning, "use timestep_spacing"):
+            self.assertEqual(s.time_spacing, "linspace")
+        with self.assertRaisesRegex(ValueError, "pass only `timestep_spacing`"):
+            EulerMaruyamaScheduler(time_spacing="karras", timestep_spacing="log_snr")
+        with self.assertRaisesRegex(ValueError, "timestep_spacing must be one of"):
+            EulerMaruyamaScheduler(timestep_spacing="leading")
 
     def test_timesteps_layout(self):
         pc = PredictorCorrectorScheduler(n_corrector=2)
@@ -356,7 +373,7 @@ class TestSamplerBehaviour(unittest.TestCase):
         s.set_timesteps(8)
         model = ExactModel(MIXTURE, s)
         noise = make_input((2, 1, 16, 16), seed=0)
-        out = DiffusionInferer(s).sample(noise * s.init_noise_sigma, model, s, verbose=False)
+        out = DiffusionInferer(s).sample(noise * s.init_noise_sigma, model, s)
         self.assertEqual(model.calls, len(s.timesteps))
         s.set_timesteps(8)
         if sde == "vp":  # deterministic: identical to the plain loop
@@ -378,7 +395,7 @@ class TestSamplerBehaviour(unittest.TestCase):
     def test_probability_flow_encode_decode_round_trip(self, _, sde, end_timestep):
         # the ODE is invertible: encoding data (to the prior, or partially to t*) and decoding on the same grid
         # recovers the data up to the solver error
-        s = ProbabilityFlowScheduler(sde=sde, denoise=False, time_spacing="log_snr")
+        s = ProbabilityFlowScheduler(sde=sde, denoise=False, timestep_spacing="log_snr")
         model = ExactModel(MIXTURE, s)
         x0 = MIXTURE.sample((1, 1, 16, 16), torch.Generator().manual_seed(0)).float()
         start = s.t_min * 999
@@ -405,10 +422,10 @@ EXACT_CASES = [
     ("pc_ve", lambda: PredictorCorrectorScheduler(sde="ve"), 100, 0.05, 0.03),
     ("pc_em_subvp", lambda: PredictorCorrectorScheduler(sde="subvp", predictor="euler_maruyama"), 100, 0.03, 0.02),
     ("pf_vp", lambda: ProbabilityFlowScheduler(sde="vp"), 19, 0.04, 0.015),
-    ("pf_vp_logsnr", lambda: ProbabilityFlowScheduler(sde="vp", time_spacing="log_snr"), 19, 0.025, 0.015),
+    ("pf_vp_logsnr", lambda: ProbabilityFlowScheduler(sde="vp", timestep_spacing="log_snr"), 19, 0.025, 0.015),
     ("pf_subvp_x0", lambda: ProbabilityFlowScheduler(sde="subvp", prediction_type="sample"), 19, 0.03, 0.015),
     ("pf_ve_v", lambda: ProbabilityFlowScheduler(sde="ve", prediction_type="v_prediction"), 99, 0.03, 0.015),
-    ("pf_ve_karras", lambda: ProbabilityFlowScheduler(sde="ve", time_spacing="karras"), 49, 0.05, 0.025),
+    ("pf_ve_karras", lambda: ProbabilityFlowScheduler(sde="ve", timestep_spacing="karras"), 49, 0.05, 0.025),
 ]
 
 
@@ -446,7 +463,7 @@ class TestPredictorCorrectorContract(SchedulerContract, unittest.TestCase):
 
 class TestProbabilityFlowContract(SchedulerContract, unittest.TestCase):
     scheduler_class = ProbabilityFlowScheduler
-    bundle_args = {"sde": "vp", "time_spacing": "log_snr", "prediction_type": "sample"}
+    bundle_args = {"sde": "vp", "timestep_spacing": "log_snr", "prediction_type": "sample"}
 
     def make_scheduler(self, **kw):
         return ProbabilityFlowScheduler(**kw)

@@ -4,9 +4,9 @@ import unittest
 
 import torch
 
+from monai_diffusion.exact import ExactModel, stratified_normal
 from monai_diffusion.networks.schedulers import UniPCMultistepScheduler
-from monai_diffusion.utils.exact import ExactModel
-from tests.networks.schedulers.contract import SchedulerContract, contract_mixture, sample_loop, stratified_normal
+from tests.networks.schedulers.contract import SchedulerContract, contract_mixture, sample_loop
 
 
 class TestUniPCContract(SchedulerContract, unittest.TestCase):

@@ -7,7 +7,7 @@ import unittest
 import torch
 from parameterized import parameterized
 
-from monai_diffusion.utils.exact import GaussianMixture, mixture_weight_error, wasserstein1
+from monai_diffusion.exact import GaussianMixture, mixture_weight_error, wasserstein1
 from tests.test_utils import assert_allclose
 
 
@@ -77,7 +77,7 @@ class TestExactModel(unittest.TestCase):
         """MONAI's DDPM with all 1000 steps is correct (defect 1 is only about strided steps)."""
         from monai.networks.schedulers import DDPMScheduler
 
-        from monai_diffusion.utils.exact import ExactModel
+        from monai_diffusion.exact import ExactModel
 
         gm = _elementwise()
         sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
@@ -93,7 +93,7 @@ class TestExactModel(unittest.TestCase):
         self.assertLess(mixture_weight_error(x, gm), 0.03)
 
     def test_prediction_types_are_consistent(self):
-        from monai_diffusion.utils.exact import ExactModel
+        from monai_diffusion.exact import ExactModel
 
         class Coeffs:
             def marginal_coefficients(self, t):
@@ -113,7 +113,7 @@ class TestExactModel(unittest.TestCase):
     def test_fractional_timesteps_interpolate_log_sigma_of_a_monai_table(self):
         from monai.networks.schedulers import DDPMScheduler
 
-        from monai_diffusion.utils.exact import ExactModel
+        from monai_diffusion.exact import ExactModel
 
         sched = DDPMScheduler(num_train_timesteps=1000)
         model = ExactModel(_elementwise(), sched)

@@ -1,1 +1,0 @@
-"""Networks MONAI lacks, and presets/re-exports of MONAI's diffusion networks."""
