@@ -310,15 +310,18 @@ def prior_report(
     sample_prior(prior, per_contrast, num_steps, out, seed=seed, progress=progress)
     device = next(prior.network.parameters()).device
     contrasts = list(prior.contrasts) or ["t1w"]
+
+    def _items(healthy_only: bool) -> list[dict]:
+        try:
+            return contrast_items(
+                datalist, section, contrasts, min_brain_voxels, healthy_only=healthy_only, limit=limit, source=source
+            )
+        except ValueError:  # e.g. a split without healthy subjects
+            return []
+
     groups = {
-        "healthy subjects": contrast_items(
-            datalist, section, contrasts, min_brain_voxels, healthy_only=True, limit=limit, source=source
-        ),
-        "lesion images": [
-            it
-            for it in contrast_items(datalist, section, contrasts, min_brain_voxels, limit=limit, source=source)
-            if not it.get("healthy", True) and it.get("lesion") is not None
-        ],
+        "healthy subjects": _items(True),
+        "lesion images": [it for it in _items(False) if not it.get("healthy", True) and it.get("lesion") is not None],
     }
     rows, results = [], {}
     generator = torch.Generator().manual_seed(seed)

@@ -37,6 +37,8 @@ NOTEBOOKS = [
         ("resumed from the checkpoint at iteration", "latent std before scaling", "CFG scale 3"),
     ),
     ("05_generation_bundle.ipynb", 3, ("NIfTI samples", "guidance scale 3.0", "Gaussian latent prior")),
+    ("06_anomaly_detection_bundle.ipynb", 3, ("refused:", "lesion pixels", "AnoDDPM (Gaussian)", "autoencoder")),
+    ("07_denoising_bundle.ipynb", 3, ("matched start times", "PSNR dB (brain)", "supervised UNet (baseline)")),
 ]
 
 
