@@ -34,6 +34,41 @@ __all__ = ["DiffusionInferer", "start_index"]
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
+def check_model_input(model: Any, x: torch.Tensor, name: str = "input_noise") -> None:
+    """Refuse, before the first network call, what would fail deep inside it or silently give garbage.
+
+    Checks that ``x`` is a finite floating tensor ``(B, C, *spatial)`` with ``B >= 1`` and, when ``model`` is (or
+    wraps) an ``nn.Module`` with convolutions, that ``x`` has the network's number of spatial dimensions and its
+    weights' dtype (outside autocast).
+
+    Raises:
+        ValueError: naming ``name`` and what was expected.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a floating-point tensor, got {kind}")
+    if x.ndim < 3 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch (B, C, *spatial), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if not isinstance(model, torch.nn.Module):
+        return
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)), None)
+    if conv is not None:
+        dims = conv.weight.ndim - 2
+        if x.ndim - 2 != dims:
+            raise ValueError(
+                f"{name} has {x.ndim - 2} spatial dimensions (shape {tuple(x.shape)}) but the network is {dims}D"
+            )
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    autocast = torch.is_autocast_enabled(x.device.type) if hasattr(torch, "is_autocast_enabled") else False
+    if weight is not None and weight.dtype != x.dtype and not autocast:
+        raise ValueError(
+            f"{name} is {x.dtype} but the network's weights are {weight.dtype}: cast one of them "
+            f"(e.g. {name}.to({weight.dtype}) or model.to({x.dtype}))"
+        )
+
+
 def start_index(
     timesteps: torch.Tensor, start_timestep: float | int | None = None, strength: float | None = None
 ) -> int:
@@ -196,6 +231,9 @@ class DiffusionInferer(Inferer):
             ValueError: bad shapes, conditioning or start options.
         """
         progress = renamed_keyword("DiffusionInferer.sample", "verbose", verbose, "progress", progress, False)
+        check_model_input(diffusion_model, input_noise, "input_noise")
+        if start_image is not None:
+            check_model_input(diffusion_model, start_image, "start_image")
         scheduler = scheduler if scheduler is not None else self.scheduler
         if num_inference_steps is not None:
             scheduler.set_timesteps(num_inference_steps, device=input_noise.device)
@@ -293,6 +331,7 @@ class DiffusionInferer(Inferer):
             the encoded state at the end time (and the intermediates).
         """
         progress = renamed_keyword("DiffusionInferer.ddim_invert", "verbose", verbose, "progress", progress, False)
+        check_model_input(diffusion_model, inputs, "inputs")
         scheduler = scheduler if scheduler is not None else self.scheduler
         ptype = prediction_type_of(scheduler) if prediction_type is None else PredictionType.of(prediction_type)
         grid = torch.unique(torch.as_tensor(scheduler.timesteps))  # ascending, duplicates (multi-eval) removed

@@ -379,3 +379,46 @@ class TestPartialNoising(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestSampleInputChecks(unittest.TestCase):
+    """Bad inputs to ``sample``/``ddim_invert`` are refused before the network runs, naming the argument."""
+
+    def setUp(self):
+        from monai_diffusion.networks.schedulers import DDIMScheduler
+        from tests.test_utils import tiny_unet
+
+        self.net3d = tiny_unet(3).eval()
+        self.net2d = tiny_unet(2).eval()
+        self.inferer = DiffusionInferer(DDIMScheduler(100))
+
+    def test_dimensionality_mismatch(self):
+        with self.assertRaisesRegex(ValueError, "input_noise has 2 spatial dimensions .* the network is 3D"):
+            self.inferer.sample(torch.randn(1, 1, 8, 8), self.net3d, num_inference_steps=2)
+        with self.assertRaisesRegex(ValueError, "inputs has 3 spatial dimensions .* the network is 2D"):
+            self.inferer.ddim_invert(torch.randn(1, 1, 8, 8, 8), self.net2d)
+
+    def test_dtype_mismatch_and_non_float(self):
+        with self.assertRaisesRegex(
+            ValueError, "input_noise is torch.float16 but the network's weights are torch.float32"
+        ):
+            self.inferer.sample(torch.randn(1, 1, 8, 8).half(), self.net2d, num_inference_steps=2)
+        with self.assertRaisesRegex(ValueError, "floating-point"):
+            self.inferer.sample(torch.ones(1, 1, 8, 8, dtype=torch.long), self.net2d, num_inference_steps=2)
+
+    def test_non_finite_and_empty(self):
+        bad = torch.randn(1, 1, 8, 8)
+        bad[0, 0, 0, 0] = float("nan")
+        with self.assertRaisesRegex(ValueError, "input_noise holds NaN"):
+            self.inferer.sample(bad, self.net2d, num_inference_steps=2)
+        with self.assertRaisesRegex(ValueError, "start_image holds NaN"):
+            self.inferer.sample(
+                torch.randn(1, 1, 8, 8), self.net2d, num_inference_steps=2, start_image=bad, strength=0.5
+            )
+        with self.assertRaisesRegex(ValueError, "non-empty batch"):
+            self.inferer.sample(torch.randn(0, 1, 8, 8), self.net2d, num_inference_steps=2)
+
+    def test_a_good_call_still_runs(self):
+        out = self.inferer.sample(torch.randn(2, 1, 8, 8), self.net2d, num_inference_steps=2)
+        self.assertEqual(tuple(out.shape), (2, 1, 8, 8))
+        self.assertTrue(torch.isfinite(out).all())
