@@ -60,6 +60,14 @@ def check_model_input(model: Any, x: torch.Tensor, name: str = "input_noise") ->
             raise ValueError(
                 f"{name} has {x.ndim - 2} spatial dimensions (shape {tuple(x.shape)}) but the network is {dims}D"
             )
+    unet = next((m for m in model.modules() if hasattr(m, "block_out_channels")), None)
+    if unet is not None:  # MONAI's DiffusionModelUNet halves the grid once per level after the first
+        factor = 2 ** (len(unet.block_out_channels) - 1)
+        if any(int(n) % factor for n in x.shape[2:]):
+            raise ValueError(
+                f"{name} has spatial size {tuple(x.shape[2:])}, but this UNet's {len(unet.block_out_channels)} levels "
+                f"need every side divisible by {factor}"
+            )
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
     autocast = torch.is_autocast_enabled(x.device.type) if hasattr(torch, "is_autocast_enabled") else False
     if weight is not None and weight.dtype != x.dtype and not autocast:
@@ -67,6 +75,22 @@ def check_model_input(model: Any, x: torch.Tensor, name: str = "input_noise") ->
             f"{name} is {x.dtype} but the network's weights are {weight.dtype}: cast one of them "
             f"(e.g. {name}.to({weight.dtype}) or model.to({x.dtype}))"
         )
+
+
+def _check_class_labels(model: Any, cond: Mapping[str, Any]) -> None:
+    """Refuse class labels outside a MONAI UNet's class embedding (which fails later with a bare IndexError)."""
+    labels = None
+    if isinstance(cond, Mapping):
+        labels = cond.get("class_label", cond.get("class_labels"))
+    if labels is None or not isinstance(model, torch.nn.Module):
+        return
+    unet = next((m for m in model.modules() if getattr(m, "num_class_embeds", None)), None)
+    if unet is None:
+        return
+    n = int(unet.num_class_embeds)
+    values = torch.as_tensor(labels)
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= n):
+        raise ValueError(f"class labels must lie in [0, {n - 1}] for this network, got {sorted(set(values.tolist()))}")
 
 
 def start_index(
@@ -245,6 +269,7 @@ class DiffusionInferer(Inferer):
             scheduler.set_begin_index(first)  # ours may move to an entry at the same time where a step can start
             first = int(getattr(scheduler, "begin_index", first))
         cond = self._condition(conditioning, mode, input_noise)
+        _check_class_labels(diffusion_model, cond)
         if start_image is not None:
             if start_image.shape != input_noise.shape:
                 raise ValueError(

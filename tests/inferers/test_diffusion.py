@@ -422,3 +422,28 @@ class TestSampleInputChecks(unittest.TestCase):
         out = self.inferer.sample(torch.randn(2, 1, 8, 8), self.net2d, num_inference_steps=2)
         self.assertEqual(tuple(out.shape), (2, 1, 8, 8))
         self.assertTrue(torch.isfinite(out).all())
+
+
+class TestSampleNetworkChecks(unittest.TestCase):
+    def test_class_label_beyond_the_embedding(self):
+        from monai_diffusion.networks.schedulers import DDIMScheduler
+        from tests.test_utils import tiny_unet
+
+        net = tiny_unet(2, classes=4).eval()
+        inferer = DiffusionInferer(DDIMScheduler(100), condition_mode="class_label")
+        with self.assertRaisesRegex(ValueError, r"class labels must lie in \[0, 3\]"):
+            inferer.sample(torch.randn(1, 1, 8, 8), net, conditioning=torch.tensor([7]), num_inference_steps=2)
+        out = inferer.sample(torch.randn(1, 1, 8, 8), net, conditioning=torch.tensor([3]), num_inference_steps=2)
+        self.assertTrue(torch.isfinite(out).all())
+
+    def test_size_the_unet_cannot_halve(self):
+        from monai.networks.nets import DiffusionModelUNet
+
+        from monai_diffusion.networks.schedulers import DDIMScheduler
+
+        net = DiffusionModelUNet(
+            2, 1, 1, channels=(8, 8, 8), attention_levels=(False,) * 3, num_res_blocks=1, norm_num_groups=8
+        )
+        inferer = DiffusionInferer(DDIMScheduler(100))
+        with self.assertRaisesRegex(ValueError, "divisible by 4"):
+            inferer.sample(torch.randn(1, 1, 10, 8), net, num_inference_steps=2)
