@@ -60,12 +60,13 @@ def check_model_input(model: Any, x: torch.Tensor, name: str = "input_noise") ->
             raise ValueError(
                 f"{name} has {x.ndim - 2} spatial dimensions (shape {tuple(x.shape)}) but the network is {dims}D"
             )
-    unet = next((m for m in model.modules() if hasattr(m, "block_out_channels")), None)
+    unet: Any = next((m for m in model.modules() if hasattr(m, "block_out_channels")), None)
     if unet is not None:  # MONAI's DiffusionModelUNet halves the grid once per level after the first
-        factor = 2 ** (len(unet.block_out_channels) - 1)
+        levels = len(unet.block_out_channels)
+        factor = 2 ** (levels - 1)
         if any(int(n) % factor for n in x.shape[2:]):
             raise ValueError(
-                f"{name} has spatial size {tuple(x.shape[2:])}, but this UNet's {len(unet.block_out_channels)} levels "
+                f"{name} has spatial size {tuple(x.shape[2:])}, but this UNet's {levels} levels "
                 f"need every side divisible by {factor}"
             )
     weight = next((p for p in model.parameters() if p.is_floating_point()), None)
@@ -84,7 +85,7 @@ def _check_class_labels(model: Any, cond: Mapping[str, Any]) -> None:
         labels = cond.get("class_label", cond.get("class_labels"))
     if labels is None or not isinstance(model, torch.nn.Module):
         return
-    unet = next((m for m in model.modules() if getattr(m, "num_class_embeds", None)), None)
+    unet: Any = next((m for m in model.modules() if getattr(m, "num_class_embeds", None)), None)
     if unet is None:
         return
     n = int(unet.num_class_embeds)
