@@ -43,6 +43,7 @@ def main() -> None:
         load_anomaly_data,
         score_maps,
     )
+    from monai_diffusion.apps.anomaly.detectors import postprocess_map
     from monai_diffusion.apps.anomaly.evaluation import compute_maps
     from monai_diffusion.apps.prior import load_prior
     from monai_diffusion.bundle import find_root
@@ -78,12 +79,7 @@ def main() -> None:
             raw = compute_maps(det, data, seed=0)["map"]
             wall = time.perf_counter() - t0
             for k in MEDIAN if not args.quick else (1, 5):
-                if k == 1:
-                    maps = raw
-                else:
-                    from monai.networks.layers import median_filter
-
-                    maps = median_filter(raw, kernel_size=(k, k), spatial_dims=2) * data["brain"]
+                maps = raw if k == 1 else postprocess_map(raw, data["brain"] > 0, k)
                 m = score_maps(maps, data)
                 rows.append({"contrast": contrast, "detector": name, "median": k, "wall_s": wall, **m})
                 print(

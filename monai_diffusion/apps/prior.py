@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from monai_diffusion.inferers.diffusion import DiffusionInferer
+from monai_diffusion.networks.schedulers.process import marginal_coefficients
 
 __all__ = ["DiffusionPrior", "load_prior", "prior_network_def", "noise_to_signal", "sample_prior", "prior_report"]
 
@@ -190,9 +191,9 @@ class DiffusionPrior:
         return inferer.ddim_invert(image, self.network, conditioning=labels, progress=progress)  # type: ignore[return-value]
 
     def add_noise(self, image: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
-        """``sqrt(abar_t) x + sqrt(1 - abar_t) noise`` at one training time."""
-        abar = self.sampler.alphas_cumprod.double()[int(timestep)]  # type: ignore[attr-defined]
-        return (abar.sqrt() * image.double() + (1 - abar).sqrt() * noise.double()).to(image.dtype)
+        """``alpha_t x + sigma_t noise`` (``sqrt(abar_t)``, ``sqrt(1 - abar_t)``) at one training time."""
+        alpha, sigma = marginal_coefficients(self.sampler, int(timestep))
+        return (alpha * image.double() + sigma * noise.double()).to(image.dtype)
 
 
 def _prior_config(bundle: str | os.PathLike, config: str | Sequence[str]):

@@ -23,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "anomaly_map",
+    "postprocess_map",
     "PartialNoisingDetector",
     "DDIMEncodeDecodeDetector",
     "AutoencoderDetector",
@@ -66,10 +67,11 @@ def anomaly_map(
     mask = _check_pair(image, brain_mask)
     if reconstruction.shape != image.shape:
         raise ValueError(f"reconstruction {tuple(reconstruction.shape)} must match image {tuple(image.shape)}")
-    return _postprocess((image - reconstruction).abs(), mask, median_kernel)
+    return postprocess_map((image - reconstruction).abs(), mask, median_kernel)
 
 
-def _postprocess(score: torch.Tensor, mask: torch.Tensor, median_kernel: int) -> torch.Tensor:
+def postprocess_map(score: torch.Tensor, mask: torch.Tensor, median_kernel: int) -> torch.Tensor:
+    """``median(score * mask) * mask`` (2D or 3D): the post-processing every detector applies to its residual."""
     if int(median_kernel) < 1 or int(median_kernel) % 2 == 0:
         raise ValueError(f"median_kernel must be a positive odd integer, got {median_kernel}")
     score = score.float() * mask
@@ -98,7 +100,7 @@ class _Detector:
         mask = _check_pair(image, brain_mask)
         with torch.no_grad():
             recon = self.reconstruct(image, contrast, generator)
-        return {"reconstruction": recon, "map": _postprocess((image - recon).abs(), mask, self.median_kernel)}
+        return {"reconstruction": recon, "map": postprocess_map((image - recon).abs(), mask, self.median_kernel)}
 
 
 class PartialNoisingDetector(_Detector):

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from monai_diffusion.networks.schedulers.process import marginal_coefficients
+
 __all__ = ["DiffusionDenoiser", "SupervisedDenoiser", "ClassicalDenoiser"]
 
 
@@ -95,10 +97,10 @@ class DiffusionDenoiser:
         labels = self.prior.class_labels(contrast, batch)
         y = 2.0 * noisy.float() - 1.0
         out = torch.empty_like(y)
-        abar = self.prior.sampler.alphas_cumprod.double().cpu()
         for t in torch.unique(timesteps).tolist():
             idx = (timesteps == t).nonzero().reshape(-1)
-            x_t = (abar[int(t)].sqrt() * y[idx].double()).float()
+            alpha, _ = marginal_coefficients(self.prior.sampler, int(t))
+            x_t = (alpha.cpu() * y[idx].double()).float()
             x_t = x_t.repeat_interleave(self.num_samples, 0)
             lab = labels[idx].repeat_interleave(self.num_samples, 0) if labels is not None else None
             with torch.no_grad():
