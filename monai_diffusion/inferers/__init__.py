@@ -19,9 +19,12 @@ from .latent import LatentDiffusionInferer as LatentDiffusionInferer
 from .latent import decode_latent as decode_latent
 from .latent import encode_latent as encode_latent
 from .latent import estimate_scale_factor as estimate_scale_factor
+from .posterior import ComplexChannels as ComplexChannels
 from .posterior import DataConsistencySampler as DataConsistencySampler
 from .posterior import DPSSampler as DPSSampler
+from .posterior import LatentDomain as LatentDomain
 from .posterior import MCGSampler as MCGSampler
 from .posterior import NullSpaceSampler as NullSpaceSampler
+from .posterior import PosteriorModel as PosteriorModel
 from .posterior import PosteriorSampler as PosteriorSampler
 from .utils import marginal_coefficients as marginal_coefficients

@@ -8,6 +8,16 @@ timestep (SDEdit, Meng et al., 2022; AnoDDPM partial diffusion, Wyatt et al., 20
 deterministic DDIM inversion (Song et al., 2021, Eq. 13 run forward; used by Wolleb et al., 2022), saves
 intermediates by step index, forwards a generator and step keywords (e.g. ``eta``) to the scheduler, and does
 not hard-code ``torch.no_grad`` so that guidance wrappers may differentiate a classifier.
+
+Step hooks. A model (wrapper) given to :meth:`DiffusionInferer.sample` may define two methods, which the loop
+calls; posterior samplers use them to add a measurement (:mod:`monai_diffusion.inferers.posterior`):
+
+* ``begin_sampling(scheduler, timesteps, generator)``: once, before the first step, with the scheduler that runs,
+  its full ``timesteps`` and the generator;
+* ``after_step(i, t, x_prev, x0_hat) -> x_prev``: after ``scheduler.step`` at ``timesteps[i]``; its return value is
+  the state the loop continues from (and what callbacks and intermediates see).
+
+Plain networks and guidance wrappers define neither, and the loop is then MONAI's loop.
 """
 
 from __future__ import annotations
@@ -241,7 +251,8 @@ class DiffusionInferer(Inferer):
             save_intermediates: also return the states after the selected steps.
             intermediate_steps: an int ``n`` (every ``n``-th step index, counted from the first step run, plus the
                 last) or explicit step indices into ``scheduler.timesteps``; default every step.
-            callback: ``callback(step_index, t, x_prev, x0_hat)`` after every step.
+            callback: ``callback(step_index, t, x_prev, x0_hat)`` after every step (after the model's ``after_step``
+                hook, see the module docs).
             progress: show a tqdm progress bar.
             generator: passed to ``scheduler.step`` for stochastic samplers.
             step_kwargs: extra keywords for ``scheduler.step`` (e.g. ``{"eta": 1.0}`` for MONAI's DDIM).
@@ -294,11 +305,17 @@ class DiffusionInferer(Inferer):
         if generator is not None:
             kwargs["generator"] = generator
         intermediates: list[torch.Tensor] = []
+        begin_sampling = getattr(diffusion_model, "begin_sampling", None)
+        after_step = getattr(diffusion_model, "after_step", None)
+        if begin_sampling is not None:
+            begin_sampling(scheduler, timesteps, generator)
         with torch.set_grad_enabled(enable_grad):
             for i in indices:
                 t = timesteps[i]
                 output = call_model(diffusion_model, x, t, cond)
                 x, x0 = scheduler.step(output, t, x, **kwargs)
+                if after_step is not None:
+                    x = after_step(i, t, x, x0)
                 if callback is not None:
                     callback(i, t, x, x0)
                 if i in keep:
