@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pywt
 import torch
@@ -101,6 +103,15 @@ class WaveletTransform:
         return torch.as_tensor(out, device=x.device)
 
 
+def _check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise ``TypeError`` unless ``x`` is a tensor, ``ValueError`` (naming ``what``) if it holds NaN or inf."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor, got {type(x).__name__}")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{what} holds {bad} NaN or infinite value(s) out of {x.numel()}; expected finite values")
+
+
 def l1_wavelet_cs(
     operator: LinearOperator,
     y: torch.Tensor,
@@ -124,9 +135,26 @@ def l1_wavelet_cs(
 
     Returns:
         The reconstruction, in the operator's image domain.
+
+    Raises:
+        TypeError: ``y`` (or ``x0``) not a tensor, or ``num_iter`` not an int.
+        ValueError: ``lam`` negative or not finite, ``num_iter`` negative, ``lipschitz`` not finite and positive,
+            or NaN/inf in ``y``, ``x0`` or a buffer of ``operator`` (e.g. its mask or coil maps), named.
     """
-    if lam < 0:
-        raise ValueError(f"lam must be non-negative, got {lam}")
+    if not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam must be finite and non-negative, got {lam}")
+    if not isinstance(num_iter, int) or isinstance(num_iter, bool):
+        raise TypeError(f"num_iter must be an int, got {type(num_iter).__name__}")
+    if num_iter < 0:
+        raise ValueError(f"num_iter must be non-negative, got {num_iter}")
+    if lipschitz is not None and not (math.isfinite(lipschitz) and lipschitz > 0):
+        raise ValueError(f"lipschitz must be finite and positive, got {lipschitz}")
+    _check_finite(y, "y (the measurements)")
+    if x0 is not None:
+        _check_finite(x0, "x0")
+    for name, buffer in operator.named_buffers() if isinstance(operator, torch.nn.Module) else ():
+        if buffer.is_floating_point() or buffer.is_complex():
+            _check_finite(buffer, f"the operator's {name!r}")
     aty = operator.A_adjoint(y)
     if lipschitz is None:
         g = torch.Generator().manual_seed(0)

@@ -204,8 +204,11 @@ class BaseScheduler(Scheduler):
     Args:
         num_train_timesteps: number of training steps ``T``; model timesteps live in ``[0, T-1]``.
         prediction_type: what the network predicts: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
-        clip_sample: clip the predicted x0 to ``[-clip_sample_range, clip_sample_range]``.
-        clip_sample_range: the clipping bound.
+        clip_sample: clip the predicted x0 to ``[clip_sample_min, clip_sample_max]``. Off by default, unlike MONAI's
+            DDPM/DDIM (on, to ``[-1, 1]``): medical intensities are often not scaled to ``[-1, 1]`` (CT numbers,
+            z-scored MRI), and a silent clip there distorts every sample.
+        clip_sample_range: the symmetric bound, ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_min, clip_sample_max: MONAI's asymmetric bounds; when given they override ``clip_sample_range``.
         thresholding: apply dynamic thresholding (Saharia et al. 2022) to the predicted x0.
         dynamic_thresholding_ratio: quantile of ``|x0|`` used by dynamic thresholding.
         sample_max_value: the largest threshold dynamic thresholding may use.
@@ -227,6 +230,8 @@ class BaseScheduler(Scheduler):
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
+        clip_sample_min: float | None = None,
+        clip_sample_max: float | None = None,
     ) -> None:
         nn.Module.__init__(self)
         if not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
@@ -235,6 +240,12 @@ class BaseScheduler(Scheduler):
             raise ValueError("choose at most one of clip_sample and thresholding")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}")
+        self.clip_sample_min = -float(clip_sample_range) if clip_sample_min is None else float(clip_sample_min)
+        self.clip_sample_max = float(clip_sample_range) if clip_sample_max is None else float(clip_sample_max)
+        if not self.clip_sample_min < self.clip_sample_max:
+            raise ValueError(
+                f"clip_sample_min must be below clip_sample_max, got [{self.clip_sample_min}, {self.clip_sample_max}]"
+            )
         self.num_train_timesteps = num_train_timesteps
         self.prediction_type: str = PredictionType.of(prediction_type).value
         self.clip_sample = bool(clip_sample)
@@ -267,6 +278,15 @@ class BaseScheduler(Scheduler):
 
     @staticmethod
     def _check_pair(model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        """The entry check of every ``step``: two floating-point tensors, ``sample`` batch-first, both finite.
+
+        The finiteness test costs one reduction per tensor and a single host synchronisation per step; the element
+        count is only computed for the error message.
+
+        Raises:
+            TypeError: a non-tensor, or an integer/bool tensor (``step`` would truncate it).
+            ValueError: ``sample`` not (B, C, *spatial), or NaN/inf in ``model_output`` or ``sample`` (named).
+        """
         if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
             raise TypeError(
                 f"model_output and sample must be tensors, got {type(model_output).__name__}, {type(sample).__name__}"
@@ -276,6 +296,37 @@ class BaseScheduler(Scheduler):
         for name, value in (("model_output", model_output), ("sample", sample)):
             if not (value.is_floating_point() or value.is_complex()):
                 raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype} (it would be truncated)")
+        if not bool(torch.isfinite(model_output).all() & torch.isfinite(sample).all()):
+            for name, value in (("model_output", model_output), ("sample", sample)):
+                bad = int((~torch.isfinite(value)).sum())
+                if bad:
+                    raise ValueError(
+                        f"{name} holds {bad} NaN or infinite value(s) out of {value.numel()}; expected finite values "
+                        "(a diverged model or an earlier step that overflowed)"
+                    )
+
+    def _check_start_scale(self, sample: torch.Tensor, sigma_start: float) -> None:
+        """Refuse a first step from unscaled noise when the process starts far above unit variance (VE processes).
+
+        MONAI's ``DiffusionInferer`` starts from ``input_noise`` as given and never multiplies it by
+        ``init_noise_sigma``; for a VE process (``init_noise_sigma = sigma_max``, e.g. 50-380) every sample would then
+        be wrong without an error. At the first time of a run the state holds noise of std ``sigma_start`` (the
+        marginal sigma there) plus data, so a state of std below a quarter of it cannot come from the process and the
+        first step refuses it (only when ``sigma_start > 2``: VP processes and low starts are never checked).
+
+        Raises:
+            ValueError: naming the cause and both ways out.
+        """
+        if sigma_start <= 2.0 or sample.numel() < 16:
+            return
+        std = float(sample.detach().float().std())
+        if std < sigma_start / 4:
+            raise ValueError(
+                f"{type(self).__name__} starts from noise of std {sigma_start:g} (noise * init_noise_sigma for a full "
+                f"run), but its first step got a sample of std {std:.3g}: MONAI's DiffusionInferer does not scale its "
+                "input noise; give it input_noise * scheduler.init_noise_sigma, or use "
+                "monai_diffusion.inferers.DiffusionInferer"
+            )
 
     def add_noise(
         self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor | float | int
@@ -320,7 +371,7 @@ class BaseScheduler(Scheduler):
         x0, eps = PredictionType(self.prediction_type).to_x0_eps(model_output, sample, alpha, sigma)
         if self.clip_sample or self.thresholding:
             if self.clip_sample:
-                x0 = clip_x0(x0, self.clip_sample_range)
+                x0 = x0.clamp(self.clip_sample_min, self.clip_sample_max)
             else:
                 x0 = dynamic_threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
             a = as_batch_coefficient(alpha, sample)
@@ -378,6 +429,7 @@ class DiscreteTimeScheduler(BaseScheduler):
         steps_offset: offset added to ``leading`` timesteps.
         lambda_min: with ``timestep_spacing="log_snr"``, the lowest half log-SNR ``log(alpha / sigma)`` of the grid
             after its first point at ``T-1`` (see :func:`spaced_timesteps`); ``None`` (default): the schedule's own.
+        clip_sample_min, clip_sample_max: MONAI's keywords, taken from ``schedule_args`` (see :class:`BaseScheduler`).
         trained_with: optionally the scheduler the model was trained with (``"@train_scheduler"`` in a bundle); a
             ``ValueError`` naming both forward processes unless they agree (see ``check_forward_process``).
         schedule_args: keyword arguments of the schedule function, e.g. ``beta_start``, ``beta_end``.
@@ -415,6 +467,8 @@ class DiscreteTimeScheduler(BaseScheduler):
             thresholding=thresholding,
             dynamic_thresholding_ratio=dynamic_thresholding_ratio,
             sample_max_value=sample_max_value,
+            clip_sample_min=schedule_args.pop("clip_sample_min", None),
+            clip_sample_max=schedule_args.pop("clip_sample_max", None),
         )
         spacing = timestep_spacing or self.default_spacing
         if spacing not in TIMESTEP_SPACINGS:

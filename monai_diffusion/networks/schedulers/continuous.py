@@ -306,6 +306,8 @@ class ContinuousTimeScheduler(BaseScheduler):
         index = self._step_index
         self._check_timestep(timestep, index)
         kind, t, s = self._plan[index]
+        if index == 0:
+            self._check_start_scale(sample, float(self.sde.marginal(t)[1]))
         dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
         x = sample.to(dtype)
         alpha, sigma = self.sde.marginal(t)

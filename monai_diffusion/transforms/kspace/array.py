@@ -81,6 +81,10 @@ class SimulateKspace(Randomizable, Transform):
         spatial_dims: 2 or 3.
         max_phase: largest absolute phase in radians (0 disables the phase).
         noise_std: std of circular complex white noise added to every k-space sample (``E|n|^2 = noise_std^2``).
+
+    Raises:
+        TypeError: a complex image (on call).
+        ValueError: an image that is not ``(1, *spatial)`` or holds NaN/inf (on call).
     """
 
     def __init__(
@@ -119,6 +123,11 @@ class SimulateKspace(Randomizable, Transform):
         _spatial_dims_ok(x, self.spatial_dims, "image")
         if x.shape[0] != 1:
             raise ValueError(f"SimulateKspace expects a one-channel image (1, *spatial), got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(
+                f"SimulateKspace: img holds {bad} NaN or infinite value(s) out of {x.numel()}; expected a finite image"
+            )
         if randomize:
             self.randomize()
         xc = self.complex_image(x)

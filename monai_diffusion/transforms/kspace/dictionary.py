@@ -59,7 +59,10 @@ class SimulateKspaced(Randomizable, MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             self.randomize()
-            d[self.kspace_key] = self.sim(d[key], randomize=False)
+            try:
+                d[self.kspace_key] = self.sim(d[key], randomize=False)
+            except (TypeError, ValueError) as err:  # name the key: the array transform only knows the tensor
+                raise type(err)(f"SimulateKspaced key {key!r}: {err}") from err
             d[self.maps_key] = self.sim.sensitivity_maps(d[self.kspace_key].shape[1:])
         return d
 

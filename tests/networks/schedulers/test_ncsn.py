@@ -116,7 +116,7 @@ class TestNCSNSchedule(unittest.TestCase):
     def test_langevin_step_formula(self):
         s = NCSNScheduler(steps_per_level=2, step_lr=1e-5, denoise=False)
         s.set_timesteps(4)
-        x = make_input((1, 1, 4, 4), seed=0)
+        x = 50.0 * make_input((1, 1, 4, 4), seed=0)  # a state at the top level (std sigma_max = 50)
         eps = make_input((1, 1, 4, 4), seed=1)
         z = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
         out, x0 = s.step(eps, s.timesteps[0], x, generator=torch.Generator().manual_seed(9))
