@@ -9,6 +9,10 @@ from .conditioning import NullCondition as NullCondition
 from .conditioning import as_condition_dict as as_condition_dict
 from .conditioning import drop_condition as drop_condition
 from .conditioning import validate_condition as validate_condition
+from .controlnet import ControlNetDiffusionInferer as ControlNetDiffusionInferer
+from .controlnet import ControlNetLatentDiffusionInferer as ControlNetLatentDiffusionInferer
+from .controlnet import ControlNetModel as ControlNetModel
+from .controlnet import control_downsampling as control_downsampling
 from .diffusion import DiffusionInferer as DiffusionInferer
 from .diffusion import start_index as start_index
 from .guidance import ClassifierFreeGuidance as ClassifierFreeGuidance

@@ -5,6 +5,8 @@ Conditioning is carried as a mapping with up to three keys, each fed to the netw
 * ``"concat"``: an image of shape (B, C_c, *spatial) concatenated to ``x_t`` along channels;
 * ``"crossattn"``: a context of shape (B, L, D) passed as ``context=`` (cross-attention);
 * ``"class_label"``: integer class ids of shape (B,) passed as ``class_labels=``;
+* ``"seg"``: a label map of shape (B, C_s, *spatial_s) passed as ``seg=`` to MONAI's SPADE networks (its spatial size
+  may differ from ``x_t``'s: SPADE resizes it per level); never dropped or guided;
 
 plus ``"classifier_label"`` (B,), read only by :class:`~monai_diffusion.inferers.guidance.ClassifierGuidance` and
 never passed to the network. A single tensor with a ``mode`` (``"crossattn"``, ``"concat"``, ``"class_label"``) is
@@ -30,6 +32,7 @@ __all__ = [
     "as_condition_dict",
     "validate_condition",
     "network_inputs",
+    "is_spade",
     "NullCondition",
     "drop_condition",
 ]
@@ -45,7 +48,7 @@ class ConditionMode(StrEnum):
 
 
 #: keys passed to the network, in the order they are documented
-NETWORK_KEYS = ("concat", "crossattn", "class_label")
+NETWORK_KEYS = ("concat", "crossattn", "class_label", "seg")
 #: all keys a conditioning mapping may carry
 CONDITION_KEYS = (*NETWORK_KEYS, "classifier_label")
 
@@ -124,6 +127,13 @@ def validate_condition(cond: Mapping[str, torch.Tensor], x: torch.Tensor) -> dic
             if value.ndim != 3:
                 raise ValueError(f"'crossattn' context must have shape (B, L, D), got {tuple(value.shape)}")
             out[key] = _expand_batch(value.to(device=x.device, dtype=x.dtype), batch, key)
+        elif key == "seg":
+            if not isinstance(value, torch.Tensor) or value.ndim != x.ndim:
+                raise ValueError(
+                    f"'seg' must be a label map (B, C, *spatial) with {x.ndim - 2} spatial dimensions, got "
+                    f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}"
+                )
+            out[key] = _expand_batch(value.to(device=x.device), batch, key)
         elif key in ("class_label", "classifier_label"):
             if value.is_floating_point() or value.is_complex():
                 raise TypeError(f"{key!r} must hold integer class ids, got dtype {value.dtype}")
@@ -146,7 +156,16 @@ def network_inputs(x: torch.Tensor, cond: Mapping[str, torch.Tensor]) -> tuple[t
         kwargs["context"] = cond["crossattn"]
     if "class_label" in cond:
         kwargs["class_labels"] = cond["class_label"]
+    if "seg" in cond:
+        kwargs["seg"] = cond["seg"]
     return x_in, kwargs
+
+
+def is_spade(model) -> bool:
+    """Whether ``model`` is (or wraps) one of MONAI's SPADE networks, which take a label map ``seg=``."""
+    if not isinstance(model, nn.Module):
+        return False
+    return any(type(m).__name__.startswith("SPADE") for m in model.modules())
 
 
 class NullCondition(nn.Module):

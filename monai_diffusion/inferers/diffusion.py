@@ -28,8 +28,14 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from monai_diffusion.inferers.conditioning import NullCondition, as_condition_dict, drop_condition, validate_condition
-from monai_diffusion.inferers.guidance import call_model
+from monai_diffusion.inferers.conditioning import (
+    NullCondition,
+    as_condition_dict,
+    drop_condition,
+    is_spade,
+    validate_condition,
+)
+from monai_diffusion.inferers.guidance import ClassifierFreeGuidance, call_model
 from monai_diffusion.inferers.utils import timestep_batch
 from monai_diffusion.networks.schedulers.process import (
     PredictionType,
@@ -39,7 +45,7 @@ from monai_diffusion.networks.schedulers.process import (
 )
 from monai_diffusion.utils.deprecation import renamed_keyword
 
-__all__ = ["DiffusionInferer", "start_index"]
+__all__ = ["DiffusionInferer", "start_index", "monai_null_condition"]
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
@@ -102,6 +108,39 @@ def _check_class_labels(model: Any, cond: Mapping[str, Any]) -> None:
     values = torch.as_tensor(labels)
     if values.numel() and (int(values.min()) < 0 or int(values.max()) >= n):
         raise ValueError(f"class labels must lie in [0, {n - 1}] for this network, got {sorted(set(values.tolist()))}")
+
+
+def _check_seg(model: Any, seg: torch.Tensor | None) -> None:
+    """Refuse a label map for a network module that is not a SPADE network (it would fail with an unexpected
+    keyword deep inside; MONAI's inferer drops it silently)."""
+    if seg is not None and isinstance(model, torch.nn.Module) and not is_spade(model):
+        raise ValueError(f"seg= is for MONAI's SPADE networks; {type(model).__name__} takes no label map")
+
+
+def monai_null_condition(cond: Mapping[str, torch.Tensor], fill_value: float) -> NullCondition:
+    """The null condition of MONAI's ``sample(cfg=..., cfg_fill_value=...)``: every conditioning tensor filled.
+
+    A concatenated image and a cross-attention context become ``fill_value`` everywhere (MONAI's rule); class labels
+    (which MONAI's inferer does not pass) take ``fill_value`` as the null class id.
+
+    Raises:
+        ValueError: no conditioning to guide, or class labels with a fill value that is not a class id.
+    """
+    kwargs: dict[str, Any] = {}
+    if "concat" in cond:
+        kwargs["fill_value"] = float(fill_value)
+    if "crossattn" in cond:
+        kwargs["context"] = torch.full(tuple(cond["crossattn"].shape[1:]), float(fill_value))
+    if "class_label" in cond:
+        if float(fill_value) < 0 or float(fill_value) != int(fill_value):
+            raise ValueError(
+                f"cfg with class labels needs the null class id the network was trained with as cfg_fill_value "
+                f"(a non-negative integer), got {fill_value}"
+            )
+        kwargs["class_label"] = int(fill_value)
+    if not kwargs:
+        raise ValueError("cfg (classifier-free guidance) needs conditioning to guide; got none")
+    return NullCondition(**kwargs)
 
 
 def start_index(
@@ -171,8 +210,13 @@ class DiffusionInferer(Inferer):
             )
 
     # ------------------------------------------------------------------ training
-    def _condition(self, conditioning, mode: str | None, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return validate_condition(as_condition_dict(conditioning, mode or self.condition_mode), x)
+    def _condition(
+        self, conditioning, mode: str | None, x: torch.Tensor, seg: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        cond = as_condition_dict(conditioning, mode or self.condition_mode)
+        if seg is not None:
+            cond["seg"] = seg
+        return validate_condition(cond, x)
 
     def training_target(self, inputs: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """The regression target (noise, clean image or velocity) for the scheduler's prediction type."""
@@ -189,6 +233,7 @@ class DiffusionInferer(Inferer):
         mode: str | None = None,
         output_scale: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        seg: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The training forward: noise ``inputs`` to ``timesteps`` and return the network's prediction.
 
@@ -202,10 +247,12 @@ class DiffusionInferer(Inferer):
             output_scale: optional per-sample factor (B,) applied to the prediction, used with a target scaled the
                 same way to weight an MSE loss (see :class:`monai_diffusion.engines.DiffusionPrepareBatch`).
             generator: for the condition-dropout draws.
+            seg: a label map for MONAI's SPADE networks (passed as ``seg=``; the ``"seg"`` conditioning key).
         """
         if noise.shape != inputs.shape:
             raise ValueError(f"noise must have the shape of the inputs {tuple(inputs.shape)}, got {tuple(noise.shape)}")
-        cond = self._condition(condition, mode, inputs)
+        _check_seg(diffusion_model, seg)
+        cond = self._condition(condition, mode, inputs, seg)
         if self.condition_dropout > 0 and cond:
             cond = drop_condition(cond, self.null_condition, self.condition_dropout, generator)  # type: ignore[arg-type]
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
@@ -234,6 +281,9 @@ class DiffusionInferer(Inferer):
         step_kwargs: Mapping[str, Any] | None = None,
         enable_grad: bool = False,
         verbose: bool | None = None,
+        seg: torch.Tensor | None = None,
+        cfg: float | None = None,
+        cfg_fill_value: float = -1.0,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the reverse process ``x = noise * init_noise_sigma; for t: x, x0 = step(model(x, t), t, x)``.
 
@@ -249,8 +299,8 @@ class DiffusionInferer(Inferer):
             start_timestep: start at the first grid time ``<= start_timestep``.
             strength: alternatively, the fraction of the chain to run, in (0, 1].
             save_intermediates: also return the states after the selected steps.
-            intermediate_steps: an int ``n`` (every ``n``-th step index, counted from the first step run, plus the
-                last) or explicit step indices into ``scheduler.timesteps``; default every step.
+            intermediate_steps: an int ``n``: the steps whose timestep is a multiple of ``n`` (MONAI's rule); or
+                explicit step indices into ``scheduler.timesteps``; default (``None``) every step run.
             callback: ``callback(step_index, t, x_prev, x0_hat)`` after every step (after the model's ``after_step``
                 hook, see the module docs).
             progress: show a tqdm progress bar.
@@ -259,12 +309,17 @@ class DiffusionInferer(Inferer):
             enable_grad: run with gradients (e.g. to backpropagate through sampling); off by default, which
                 does not prevent guidance wrappers from differentiating a classifier.
             verbose: deprecated name of ``progress`` (a ``DeprecationWarning``).
+            seg: a label map for MONAI's SPADE networks (passed as ``seg=``; the ``"seg"`` conditioning key).
+            cfg: MONAI's classifier-free guidance scale: the network is wrapped in
+                :class:`~monai_diffusion.inferers.guidance.ClassifierFreeGuidance` with the null condition MONAI uses,
+                the conditioning filled with ``cfg_fill_value`` (a null class id for class labels).
+            cfg_fill_value: see ``cfg``.
 
         Returns:
             the final sample, and the list of intermediates when ``save_intermediates``.
 
         Raises:
-            ValueError: bad shapes, conditioning or start options.
+            ValueError: bad shapes, conditioning or start options; ``cfg`` without conditioning.
         """
         progress = renamed_keyword("DiffusionInferer.sample", "verbose", verbose, "progress", progress, False)
         check_model_input(diffusion_model, input_noise, "input_noise")
@@ -280,8 +335,19 @@ class DiffusionInferer(Inferer):
         if first > 0 and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(first)  # ours may move to an entry at the same time where a step can start
             first = int(getattr(scheduler, "begin_index", first))
-        cond = self._condition(conditioning, mode, input_noise)
+        _check_seg(diffusion_model, seg)
+        cond = self._condition(conditioning, mode, input_noise, seg)
         _check_class_labels(diffusion_model, cond)
+        if cfg is not None:
+            if hasattr(diffusion_model, "after_step"):
+                raise ValueError(
+                    "cfg cannot wrap a model with step hooks (a posterior method): wrap the network in "
+                    "ClassifierFreeGuidance first, then bind it"
+                )
+            null = monai_null_condition(cond, cfg_fill_value)
+            if null.class_label is not None:
+                _check_class_labels(diffusion_model, {"class_label": torch.tensor([null.class_label])})
+            diffusion_model = ClassifierFreeGuidance(diffusion_model, cfg, null)
         if start_image is not None:
             if start_image.shape != input_noise.shape:
                 raise ValueError(
@@ -295,7 +361,7 @@ class DiffusionInferer(Inferer):
             x = input_noise * getattr(scheduler, "init_noise_sigma", 1.0)
 
         n = int(timesteps.numel())
-        keep = self._intermediate_indices(intermediate_steps, first, n) if save_intermediates else set()
+        keep = self._intermediate_indices(intermediate_steps, first, n, timesteps) if save_intermediates else set()
         indices = range(first, n)
         if progress:
             from tqdm.auto import tqdm
@@ -323,13 +389,22 @@ class DiffusionInferer(Inferer):
         return (x, intermediates) if save_intermediates else x
 
     @staticmethod
-    def _intermediate_indices(intermediate_steps: int | Sequence[int] | None, first: int, n: int) -> set[int]:
+    def _intermediate_indices(
+        intermediate_steps: int | Sequence[int] | None, first: int, n: int, timesteps: torch.Tensor
+    ) -> set[int]:
         if intermediate_steps is None:
             return set(range(first, n))
         if isinstance(intermediate_steps, int):
             if intermediate_steps < 1:
                 raise ValueError(f"intermediate_steps must be >= 1, got {intermediate_steps}")
-            return set(range(first, n, intermediate_steps)) | {n - 1}
+            t = timesteps.detach().to("cpu", torch.float64) / intermediate_steps
+            picked = {i for i in range(first, n) if abs(float(t[i]) - round(float(t[i]))) < 1e-6}
+            if not picked:
+                raise ValueError(
+                    f"intermediate_steps={intermediate_steps} keeps the steps whose timestep is a multiple of it "
+                    "(MONAI's rule), and no step run here has one; pass explicit step indices instead"
+                )
+            return picked
         chosen = {int(i) for i in intermediate_steps}
         bad = [i for i in chosen if not 0 <= i < n]
         if bad:

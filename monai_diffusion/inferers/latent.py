@@ -12,17 +12,17 @@ because a MONAI ``VQVAE`` in training mode updates its codebook on every forward
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from monai_diffusion.inferers.conditioning import NullCondition
+from monai_diffusion.inferers.conditioning import NullCondition, is_spade
 from monai_diffusion.inferers.diffusion import DiffusionInferer
 
-__all__ = ["encode_latent", "decode_latent", "estimate_scale_factor", "LatentDiffusionInferer"]
+__all__ = ["encode_latent", "decode_latent", "estimate_scale_factor", "is_spade", "LatentDiffusionInferer"]
 
 
 def encode_latent(
@@ -55,12 +55,34 @@ def encode_latent(
     )
 
 
-def decode_latent(autoencoder: nn.Module, latents: torch.Tensor) -> torch.Tensor:
-    """Decode (unscaled) latents with ``decode_stage_2_outputs`` (a VQ-VAE re-quantises first)."""
+def decode_latent(autoencoder: nn.Module, latents: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode (unscaled) latents with ``decode_stage_2_outputs`` (a VQ-VAE re-quantises first).
+
+    ``seg`` is passed to a SPADE autoencoder (MONAI's ``SPADEAutoencoderKL``) and ignored by others, as in MONAI.
+    """
     model: Any = autoencoder
     if not hasattr(model, "decode_stage_2_outputs"):
         raise TypeError(f"{type(autoencoder).__name__} has no decode_stage_2_outputs")
+    if seg is not None and is_spade(autoencoder):
+        return model.decode_stage_2_outputs(latents, seg=seg)
     return model.decode_stage_2_outputs(latents)
+
+
+def _fit(z: torch.Tensor, shape: Sequence[int] | None) -> torch.Tensor:
+    """Centre-pad (zeros) or centre-crop the spatial dims of a batch to ``shape`` (MONAI's SpatialPad/CenterCrop)."""
+    if shape is None:
+        return z
+    shape = [int(v) for v in shape]
+    if len(shape) != z.ndim - 2:
+        raise ValueError(f"latent shape {shape} has {len(shape)} dims, latents have {z.ndim - 2}: {tuple(z.shape)}")
+    pad: list[int] = []
+    for have, want in zip(reversed(z.shape[2:]), reversed(shape)):
+        extra = max(want - have, 0)
+        pad += [extra // 2, extra - extra // 2]
+    if any(pad):
+        z = torch.nn.functional.pad(z, pad)
+    index = tuple(slice((have - want) // 2, (have - want) // 2 + want) for have, want in zip(z.shape[2:], shape))
+    return z[(slice(None), slice(None), *index)]
 
 
 @contextmanager
@@ -140,9 +162,14 @@ class LatentDiffusionInferer(DiffusionInferer):
         condition_mode, null_condition, condition_dropout: as for :class:`DiffusionInferer`; ``"concat"``
             conditioning must have the latent spatial shape.
         sample_posterior: encode with a draw from the ``AutoencoderKL`` posterior instead of its mean.
+        ldm_latent_shape: the spatial shape of the diffusion network's latents, when it differs from the
+            autoencoder's (MONAI's argument): encoded latents are centre-padded with zeros to it, and sampled latents
+            centre-cropped back to ``autoencoder_latent_shape`` before decoding. Give both or neither.
+        autoencoder_latent_shape: the spatial shape of the autoencoder's latents.
 
     Raises:
-        ValueError: non-positive scale factor.
+        ValueError: non-positive scale factor; only one of the latent shapes, or an ``ldm_latent_shape`` smaller
+            than ``autoencoder_latent_shape``.
     """
 
     def __init__(
@@ -153,25 +180,46 @@ class LatentDiffusionInferer(DiffusionInferer):
         null_condition: NullCondition | None = None,
         condition_dropout: float = 0.0,
         sample_posterior: bool = False,
+        ldm_latent_shape: Sequence[int] | None = None,
+        autoencoder_latent_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__(scheduler, condition_mode, null_condition, condition_dropout)
         if not scale_factor > 0:
             raise ValueError(f"scale_factor must be positive, got {scale_factor}")
         self.scale_factor = float(scale_factor)
         self.sample_posterior = bool(sample_posterior)
+        if (ldm_latent_shape is None) != (autoencoder_latent_shape is None):
+            raise ValueError("give both ldm_latent_shape and autoencoder_latent_shape, or neither")
+        self.ldm_latent_shape = None if ldm_latent_shape is None else [int(v) for v in ldm_latent_shape]
+        self.autoencoder_latent_shape = (
+            None if autoencoder_latent_shape is None else [int(v) for v in autoencoder_latent_shape]
+        )
+        if self.ldm_latent_shape is not None and self.autoencoder_latent_shape is not None:
+            if len(self.ldm_latent_shape) != len(self.autoencoder_latent_shape) or any(
+                a < b for a, b in zip(self.ldm_latent_shape, self.autoencoder_latent_shape)
+            ):
+                raise ValueError(
+                    f"ldm_latent_shape {self.ldm_latent_shape} must have autoencoder_latent_shape's dims and be at "
+                    f"least as large: {self.autoencoder_latent_shape}"
+                )
 
     def encode(
         self, autoencoder_model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Scaled latents ``scale_factor * E(images)`` (no gradient through the encoder; eval mode, see module doc)."""
+        """Scaled latents ``scale_factor * E(images)``, padded to ``ldm_latent_shape`` if set (no gradient through the
+        encoder; eval mode, see module doc)."""
         with torch.no_grad(), frozen(autoencoder_model):
             z = encode_latent(autoencoder_model, images, self.sample_posterior, generator)
-        return z * self.scale_factor
+        return _fit(z * self.scale_factor, self.ldm_latent_shape)
 
-    def decode(self, autoencoder_model: nn.Module, latents: torch.Tensor) -> torch.Tensor:
-        """Images ``D(latents / scale_factor)`` (eval mode; gradients flow to the latents if enabled)."""
+    def decode(
+        self, autoencoder_model: nn.Module, latents: torch.Tensor, seg: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images ``D(latents / scale_factor)``, cropped to ``autoencoder_latent_shape`` first if set (eval mode;
+        gradients flow to the latents if enabled; ``seg`` for a SPADE autoencoder)."""
         with frozen(autoencoder_model):
-            return decode_latent(autoencoder_model, latents / self.scale_factor)
+            z = _fit(latents, self.autoencoder_latent_shape)
+            return decode_latent(autoencoder_model, z / self.scale_factor, seg)
 
     def __call__(  # type: ignore[override]
         self,
@@ -184,10 +232,16 @@ class LatentDiffusionInferer(DiffusionInferer):
         mode: str | None = None,
         output_scale: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        seg: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encode ``inputs`` and run the training forward on the latents; ``noise`` has the latent shape."""
+        """Encode ``inputs`` and run the training forward on the latents; ``noise`` has the latent shape.
+
+        ``seg`` reaches the network only if it is a SPADE network (MONAI's rule)."""
         latents = self.encode(autoencoder_model, inputs, generator)
-        return super().__call__(latents, diffusion_model, noise, timesteps, condition, mode, output_scale, generator)
+        seg = seg if is_spade(diffusion_model) else None
+        return super().__call__(
+            latents, diffusion_model, noise, timesteps, condition, mode, output_scale, generator, seg=seg
+        )
 
     def sample(  # type: ignore[override]
         self,
@@ -199,6 +253,7 @@ class LatentDiffusionInferer(DiffusionInferer):
         mode: str | None = None,
         start_image: torch.Tensor | None = None,
         decode: bool = True,
+        seg: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Sample latents with :meth:`DiffusionInferer.sample` and decode them.
@@ -208,22 +263,32 @@ class LatentDiffusionInferer(DiffusionInferer):
             autoencoder_model: the first-stage model.
             diffusion_model: the latent network or a guidance wrapper.
             start_image: an *image* to encode and partially noise (SDEdit in latent space).
-            decode: decode the final latents (and intermediates) to images.
-            **kwargs: every other option of :meth:`DiffusionInferer.sample`.
+            decode: decode the final latents (and intermediates) to images (cropped to ``autoencoder_latent_shape``
+                first if set).
+            seg: a label map for SPADE networks: given to the diffusion network if it is a SPADE network and to
+                the decoder if it is a SPADE autoencoder (MONAI's rule).
+            **kwargs: every other option of :meth:`DiffusionInferer.sample` (``cfg``, ``intermediate_steps``, ...).
         """
         start_latent = None if start_image is None else self.encode(autoencoder_model, start_image)
         out = super().sample(
-            input_noise, diffusion_model, scheduler, conditioning, mode, start_image=start_latent, **kwargs
+            input_noise,
+            diffusion_model,
+            scheduler,
+            conditioning,
+            mode,
+            start_image=start_latent,
+            seg=seg if is_spade(diffusion_model) else None,
+            **kwargs,
         )
         if not decode:
             return out
         with torch.set_grad_enabled(bool(kwargs.get("enable_grad", False))):
             if isinstance(out, tuple):
                 latents, intermediates = out
-                return self.decode(autoencoder_model, latents), [
-                    self.decode(autoencoder_model, z) for z in intermediates
+                return self.decode(autoencoder_model, latents, seg), [
+                    self.decode(autoencoder_model, z, seg) for z in intermediates
                 ]
-            return self.decode(autoencoder_model, out)
+            return self.decode(autoencoder_model, out, seg)
 
     def ddim_invert(  # type: ignore[override]
         self, inputs: torch.Tensor, autoencoder_model: nn.Module, diffusion_model: Callable, **kwargs: Any

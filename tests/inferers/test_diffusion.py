@@ -156,8 +156,12 @@ class TestSampling(unittest.TestCase):
         assert_allclose(a, b)
         self.assertGreater((a - c).abs().max().item(), 1e-3)
         self.assertEqual([i for i, _ in calls], list(range(10)))
-        self.assertEqual(len(inter), 4)  # step indices 0, 4, 8 and the last (9)
+        # MONAI's rule: the steps whose timestep is a multiple of intermediate_steps (grid 99, 88, ..., 0)
+        self.assertEqual([int(t) for _, t in calls], list(range(99, -1, -11)))
+        self.assertEqual(len(inter), 3)  # t = 88, 44, 0
         assert_allclose(inter[-1], a)
+        _, fives = inferer.sample(noise, model, num_inference_steps=10, save_intermediates=True, intermediate_steps=22)
+        self.assertEqual(len(fives), 5)  # t = 88, 66, 44, 22, 0
         _, chosen = inferer.sample(
             noise, model, num_inference_steps=10, save_intermediates=True, intermediate_steps=[2]
         )
