@@ -290,6 +290,18 @@ class LatentDiffusionInferer(DiffusionInferer):
                 ]
             return self.decode(autoencoder_model, out, seg)
 
+    def get_likelihood(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # type: ignore[override]
+        """Refused: a DDPM bound on latents, with a decoder discretised like 8-bit images, is not a likelihood of the
+        image (MONAI's ``LatentDiffusionInferer.get_likelihood`` computes it anyway).
+
+        Raises:
+            NotImplementedError: always, naming the pixel-space alternative.
+        """
+        raise NotImplementedError(
+            "LatentDiffusionInferer.get_likelihood is not defined: the bound of a latent diffusion model is on the "
+            "latents, not the image; use DiffusionInferer.get_likelihood with a pixel-space model"
+        )
+
     def ddim_invert(  # type: ignore[override]
         self, inputs: torch.Tensor, autoencoder_model: nn.Module, diffusion_model: Callable, **kwargs: Any
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:

@@ -17,10 +17,82 @@ import torch
 
 from monai_diffusion.networks.schedulers.base import DiscreteTimeScheduler, randn_like
 
-__all__ = ["DDPMScheduler", "VARIANCE_TYPES"]
+__all__ = ["DDPMScheduler", "VARIANCE_TYPES", "VARIANCE_FLOOR", "posterior_coefficients", "reverse_variance"]
 
 #: reverse-process variances: posterior (beta-tilde), beta, learned log-variance, learned interpolation
 VARIANCE_TYPES: tuple[str, ...] = ("fixed_small", "fixed_large", "learned", "learned_range")
+
+#: smallest posterior variance used where ``beta_tilde`` is zero (the step onto clean data), MONAI's floor, so that
+#: logarithms stay finite
+VARIANCE_FLOOR = 1e-20
+
+
+def posterior_coefficients(
+    abar_t: float | torch.Tensor, abar_prev: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Gaussian posterior ``q(x_s | x_t, x0)`` between two noise levels of a VP process, ``abar_t < abar_prev``.
+
+    With the step's beta ``beta' = 1 - abar_t / abar_prev`` (the respacing of Nichol & Dhariwal 2021, Sec. 4; one
+    training step gives ``beta_t``), Ho et al. (2020), Eqs. 6-7 read
+
+        mean = sqrt(abar_prev) beta' / (1 - abar_t) x0 + sqrt(1 - beta') (1 - abar_prev) / (1 - abar_t) x_t,
+        beta_tilde = (1 - abar_prev) / (1 - abar_t) beta'.
+
+    ``abar_prev = 1`` is the step onto clean data (mean ``x0``, ``beta_tilde = 0``).
+
+    Args:
+        abar_t: ``abar`` at the current (noisier) time.
+        abar_prev: ``abar`` at the time the step lands on.
+
+    Returns:
+        ``(coef_x0, coef_xt, beta, beta_tilde)`` as float64 tensors.
+
+    Raises:
+        ValueError: unless ``0 < abar_t < abar_prev <= 1``.
+    """
+    a_t = torch.as_tensor(abar_t, dtype=torch.float64)
+    a_prev = torch.as_tensor(abar_prev, dtype=torch.float64).to(a_t.device)
+    if not bool(((a_t > 0) & (a_t < a_prev) & (a_prev <= 1)).all()):
+        raise ValueError(f"need 0 < abar_t < abar_prev <= 1, got abar_t={a_t.tolist()}, abar_prev={a_prev.tolist()}")
+    beta = 1.0 - a_t / a_prev
+    coef_x0 = a_prev.sqrt() * beta / (1.0 - a_t)
+    coef_xt = (1.0 - beta).sqrt() * (1.0 - a_prev) / (1.0 - a_t)
+    beta_tilde = (1.0 - a_prev) / (1.0 - a_t) * beta
+    return coef_x0, coef_xt, beta, beta_tilde
+
+
+def reverse_variance(
+    variance_type: str,
+    beta: float | torch.Tensor,
+    beta_tilde: float | torch.Tensor,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Variance of the reverse step ``p(x_s | x_t)`` for a variance type (Nichol & Dhariwal 2021, Sec. 3.1).
+
+    ``fixed_small``: ``beta_tilde``; ``fixed_large``: ``beta``; ``learned``: ``exp(values)`` (a log-variance);
+    ``learned_range``: ``exp((v + 1)/2 log beta + (1 - v)/2 log beta_tilde)`` with ``v = values`` clamped to
+    ``[-1, 1]`` (Eq. 15). ``beta_tilde`` is floored at :data:`VARIANCE_FLOOR` (it is zero on the step to clean data).
+    The learned types without ``values`` give the floored ``beta_tilde``, as MONAI's ``_get_variance``.
+
+    Returns:
+        float64: a 0-d tensor for the fixed types, the shape of ``values`` for the learned ones.
+
+    Raises:
+        ValueError: for an unknown variance type.
+    """
+    if variance_type not in VARIANCE_TYPES:
+        raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+    b = torch.as_tensor(beta, dtype=torch.float64)
+    b_tilde = torch.as_tensor(beta_tilde, dtype=torch.float64).to(b.device).clamp_min(VARIANCE_FLOOR)
+    if variance_type == "fixed_large":
+        return b
+    if variance_type == "fixed_small" or values is None:
+        return b_tilde
+    v = values.to(device=b.device, dtype=torch.float64)
+    if variance_type == "learned":
+        return v.exp()
+    frac = (v.clamp(-1, 1) + 1) / 2
+    return torch.exp(frac * b.log() + (1 - frac) * b_tilde.log())
 
 
 class DDPMScheduler(DiscreteTimeScheduler):
@@ -74,6 +146,9 @@ class DDPMScheduler(DiscreteTimeScheduler):
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
         self.variance_type = variance_type
+        # ``abar`` of clean data: MONAI's ``Scheduler.one``, read by its ``get_likelihood`` at t = 0 (not saved)
+        self.one: torch.Tensor
+        self.register_buffer("one", torch.ones(()), persistent=False)
         self._publish_timesteps(torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float64), None)
 
     def set_timesteps(
@@ -149,3 +224,87 @@ class DDPMScheduler(DiscreteTimeScheduler):
                 std = torch.exp(0.5 * (math.log(beta) * frac + math.log(beta_tilde) * (1 - frac)))
             prev = prev + std * randn_like(x, generator)
         return prev.to(dtype), x0.to(dtype)
+
+    # ------------------------------------------------------------------ posterior (likelihood evaluation)
+    def _posterior_abar(
+        self, timestep: int | torch.Tensor, prev_timestep: int | torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(abar_t, abar_prev)`` in float64 for one training time and the time it steps to (-1: clean data)."""
+        last = self.num_train_timesteps - 1
+        values: list[int] = []
+        for name, value in (("timestep", timestep), ("prev_timestep", prev_timestep)):
+            if value is None:
+                values.append(int(values[0]) - 1)
+                continue
+            v = torch.as_tensor(value)
+            if v.numel() != 1 or v.is_complex() or v.dtype == torch.bool or float(v) != round(float(v)):
+                raise ValueError(f"{name} must be one integer training time, got {value!r}")
+            values.append(int(round(float(v))))
+        t, s = values
+        if not 0 <= t <= last or not -1 <= s < t:
+            raise ValueError(f"need 0 <= timestep <= {last} and -1 <= prev_timestep < timestep, got {t} and {s}")
+        table = self.alphas_cumprod.double()
+        return table[t], (table[s] if s >= 0 else torch.ones((), dtype=torch.float64, device=table.device))
+
+    def posterior_mean(
+        self,
+        timestep: int | torch.Tensor,
+        x0: torch.Tensor,
+        x_t: torch.Tensor,
+        prev_timestep: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean of the posterior ``q(x_{t-1} | x_t, x0)`` (Ho et al. 2020, Eq. 7), see :func:`posterior_coefficients`.
+
+        Args:
+            timestep: the training time ``t`` of ``x_t``.
+            x0: the clean image (B, C, *spatial).
+            x_t: the image noised to ``t``, same shape.
+            prev_timestep: the time the step lands on; default ``t - 1`` (one training step, MONAI's ``_get_mean``),
+                ``-1`` for clean data, or an earlier time for a respaced step.
+
+        Returns:
+            the mean, in the dtype of ``x_t``.
+
+        Raises:
+            ValueError: timesteps out of range or not integers, or ``x0`` and ``x_t`` of different shapes.
+        """
+        if x0.shape != x_t.shape:
+            raise ValueError(f"x0 {tuple(x0.shape)} and x_t {tuple(x_t.shape)} must have the same shape")
+        coef_x0, coef_xt, _, _ = posterior_coefficients(*self._posterior_abar(timestep, prev_timestep))
+        dtype = x_t.dtype
+        mean = coef_x0.to(x_t.device) * x0.double() + coef_xt.to(x_t.device) * x_t.double()
+        return mean.to(dtype)
+
+    def posterior_variance(
+        self,
+        timestep: int | torch.Tensor,
+        predicted_variance: torch.Tensor | None = None,
+        prev_timestep: int | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Variance of the reverse step from ``timestep`` for this scheduler's ``variance_type``, see
+        :func:`reverse_variance` (``fixed_small``: the posterior variance ``beta_tilde`` of ``q(x_{t-1} | x_t, x0)``,
+        floored at :data:`VARIANCE_FLOOR`).
+
+        Args:
+            timestep: the training time ``t``.
+            predicted_variance: for the learned types, the network's variance channels, read as :meth:`step` reads
+                them (``learned``: log-variance; ``learned_range``: ``v`` in ``[-1, 1]``).
+            prev_timestep: as in :meth:`posterior_mean`.
+
+        Returns:
+            a 0-d tensor (fixed types, in the tables' dtype) or a tensor shaped like ``predicted_variance``.
+        """
+        _, _, beta, beta_tilde = posterior_coefficients(*self._posterior_abar(timestep, prev_timestep))
+        variance = reverse_variance(self.variance_type, beta, beta_tilde, predicted_variance)
+        return variance.to(self.alphas_cumprod.dtype if predicted_variance is None else predicted_variance.dtype)
+
+    def _get_mean(self, timestep: int, x_0: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        """MONAI's name and signature for :meth:`posterior_mean` (one training step), read by MONAI's
+        ``DiffusionInferer.get_likelihood``."""
+        return self.posterior_mean(timestep, x_0, x_t)
+
+    def _get_variance(self, timestep: int, predicted_variance: torch.Tensor | None = None) -> torch.Tensor:
+        """MONAI's name and signature for :meth:`posterior_variance` (one training step). Equal to MONAI's for the
+        fixed types; the learned types read ``predicted_variance`` as :meth:`step` does, where MONAI's take it as the
+        variance (``learned``) or interpolate variances linearly (``learned_range``)."""
+        return self.posterior_variance(timestep, predicted_variance)
