@@ -17,8 +17,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("monai_diffusion.data.cli", "prepare and preview the embedded offline brain MRI data set"),
     "train": (
         "monai_diffusion.engines.cli",
-        "train diffusion models and autoencoders on the embedded data (resumable)",
+        "train diffusion models and autoencoders on the embedded data or your own images (resumable)",
     ),
+    "sample": ("monai_diffusion.engines.sample_cli", "draw samples (NIfTI + PNG montage) from a training checkpoint"),
     "bundle": ("monai_diffusion.bundle.cli", "list, run, train, evaluate and verify the MONAI bundles in bundles/"),
     "report": ("monai_diffusion.bundle.report", "evaluate every bundle against its baselines into a static HTML page"),
 }

@@ -111,11 +111,15 @@ class ProgressBar:
         self._bar.update(1)
         self._bar.set_postfix(loss=f"{_loss_of(engine.state.output):.4f}", refresh=False)
 
-    def _close(self, engine) -> None:
+    def close(self) -> None:
+        """Close the bar (done at ``COMPLETED`` and on an exception; safe to call again)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
+    def _close(self, engine) -> None:
+        self.close()
+
     def _fail(self, engine, err) -> None:
-        self._close(engine)
+        self.close()
         raise err

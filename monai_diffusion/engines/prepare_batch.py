@@ -21,6 +21,15 @@ from monai_diffusion.networks.schedulers.process import marginal_coefficients, p
 __all__ = ["DiffusionPrepareBatch", "PairPrepareBatch"]
 
 
+def _check_not_empty(images: torch.Tensor, key: str) -> None:
+    """Refuse a batch without items before a network fails on it deep inside (e.g. in a normalisation layer)."""
+    if images.ndim == 0 or images.shape[0] == 0:
+        raise ValueError(
+            f"empty batch: {key!r} has shape {tuple(images.shape)}; expected batch-first data with B >= 1 (the data "
+            "loader yielded a batch without items: check the data set and any collate function or filter)"
+        )
+
+
 class DiffusionPrepareBatch(PrepareBatch):
     """Turn a batch dict into ``(x0, target, (), {"noise", "timesteps", "condition", "output_scale"})``.
 
@@ -41,7 +50,7 @@ class DiffusionPrepareBatch(PrepareBatch):
         generator: CPU generator for noise and timesteps (moved to the device afterwards).
 
     Raises:
-        ValueError: at call time, missing batch keys.
+        ValueError: at call time, missing batch keys or an empty batch.
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class DiffusionPrepareBatch(PrepareBatch):
             images = self._get(batchdata, self.image_key)
         else:
             images = torch.as_tensor(batchdata[0])
+        _check_not_empty(images, self.image_key)
         images = images.to(device=device, non_blocking=non_blocking).float()
         if self.encoder is not None:
             with torch.no_grad():
@@ -147,7 +157,6 @@ class PairPrepareBatch(PrepareBatch):
         missing = [k for k in (self.input_key, self.target_key) if k not in batchdata]
         if missing:
             raise KeyError(f"batch has no key(s) {missing}; it has {sorted(batchdata)}")
-        return tuple(  # type: ignore[return-value]
-            torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking).float()
-            for k in (self.input_key, self.target_key)
-        )
+        pair = [torch.as_tensor(batchdata[k]) for k in (self.input_key, self.target_key)]
+        _check_not_empty(pair[0], self.input_key)
+        return tuple(x.to(device=device, non_blocking=non_blocking).float() for x in pair)  # type: ignore[return-value]

@@ -1,10 +1,14 @@
 """Training recipes on MONAI engines: (a) a diffusion model, (b) a first-stage autoencoder for latent diffusion.
 
 Both return a configured ``monai.engines.SupervisedTrainer``; call ``trainer.run()``. With ``checkpoint_dir`` they
-save network, optimiser(s), EMA and engine state every ``save_interval`` iterations and on exit or exception
-(MONAI ``CheckpointSaver``), and resume from the newest checkpoint there (MONAI ``CheckpointLoader``), so an
-interrupted run continues where it stopped. They run on CPU and CUDA (``device``) and on the embedded data set
-(:func:`brainsim_loader`) as on any MONAI ``DataLoader`` of dicts.
+save network, optimiser(s), EMA and engine state every ``save_interval`` iterations and at the end of the run
+(MONAI ``CheckpointSaver``, as :class:`~monai_diffusion.engines.checkpoints.ResumableCheckpointSaver`: no final
+checkpoint of an iteration cut off mid-step or of a run that trained nothing, and no more than ``n_saved`` files in
+the folder across resumed runs), and resume from the newest checkpoint there (MONAI ``CheckpointLoader``), so an
+interrupted run continues where it stopped. With ``config`` every checkpoint also records how to rebuild the network
+(and scheduler), which ``monai-diffusion sample`` reads. They run on CPU and CUDA (``device``) and on the embedded data
+set (:func:`brainsim_loader`), a MONAI datalist of NIfTI/DICOM files (:func:`datalist_loader`) or any MONAI
+``DataLoader`` of dicts; a loader that yields no batch, and a batch with no items, are refused with a ``ValueError``.
 
 * Diffusion: the loss of Ho et al. (2020, Eq. 14) for the scheduler's prediction type, with optional condition
   dropout for classifier-free guidance, Min-SNR weighting and an EMA of the weights.
@@ -20,17 +24,23 @@ interrupted run continues where it stopped. They run on CPU and CUDA (``device``
 
 from __future__ import annotations
 
-import re
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.engines import SupervisedTrainer
+from monai.transforms import MapTransform
 from monai.utils import CommonKeys as Keys
 from torch import nn
 
+from monai_diffusion.engines.checkpoints import (
+    RecordedConfig,
+    ResumableCheckpointSaver,
+    check_resume_config,
+    latest_checkpoint,
+    readable_checkpoint,
+)
 from monai_diffusion.engines.ema import ExponentialMovingAverage
 from monai_diffusion.engines.prepare_batch import DiffusionPrepareBatch, PairPrepareBatch
 from monai_diffusion.inferers.conditioning import NullCondition
@@ -39,6 +49,8 @@ from monai_diffusion.losses.spectral import SpectralLoss
 
 __all__ = [
     "brainsim_loader",
+    "datalist_loader",
+    "SpatialDimsd",
     "latest_checkpoint",
     "readable_checkpoint",
     "diffusion_trainer",
@@ -99,63 +111,179 @@ def brainsim_loader(
     )
 
 
+def _first_cause(err: BaseException) -> BaseException:
+    """The innermost exception of a chain (MONAI wraps transform errors in ``RuntimeError("applying transform")``)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+class SpatialDimsd(MapTransform):
+    """Make images ``(C, *spatial)`` with ``spatial_dims`` spatial axes: a trailing axis of length 1 is dropped (2D
+    slices stored as ``H x W x 1`` volumes); any other mismatch is a ``ValueError`` naming the shape.
+
+    Args:
+        keys: item keys of the images.
+        spatial_dims: 2 or 3.
+    """
+
+    def __init__(self, keys: Sequence[str], spatial_dims: int) -> None:
+        super().__init__(keys)
+        self.spatial_dims = int(spatial_dims)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            img = out[key]
+            spatial = tuple(img.shape[1:])
+            if len(spatial) == self.spatial_dims + 1 and spatial[-1] == 1:
+                img = img[..., 0]
+            elif len(spatial) != self.spatial_dims:
+                raise ValueError(
+                    f"{key!r} has spatial shape {spatial} (channel first): expected a {self.spatial_dims}D image; "
+                    f"train with {len(spatial)}D (--dim {len(spatial)}) or give {self.spatial_dims}D images"
+                )
+            out[key] = img
+        return out
+
+
+def datalist_loader(
+    datalist: str | Path,
+    keys: Sequence[str] = ("image",),
+    dim: int = 2,
+    size: int | None = None,
+    section: str = "training",
+    batch_size: int = 8,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    reader: str | None = None,
+    extra_keys: Sequence[str] = ("healthy",),
+    progress: bool = False,
+):
+    """A ``DataLoader`` over a MONAI datalist of NIfTI or DICOM images, read as the embedded data are read.
+
+    ``datalist`` is a JSON file in MONAI's (Decathlon) datalist format, ``{"training": [{"image": "a.nii.gz"}, ...]}``
+    with paths relative to the file's folder (or absolute); a prepared folder of the embedded data set holds one
+    (``datalist.json``, keys ``t1w``, ``t2w``, ...). The loading chain is the embedded data's,
+    :func:`monai_diffusion.data.load_transforms` (MONAI ``LoadImaged`` + ``EnsureChannelFirstd``), then
+    :class:`SpatialDimsd`, MONAI ``Resized`` to ``size`` voxels per side (when given), ``ScaleIntensityd`` to [-1, 1]
+    per image and ``EnsureTyped`` to plain tensors (file headers need not agree), cached in memory (MONAI
+    ``CacheDataset``).
+
+    Args:
+        datalist: the datalist JSON.
+        keys: item keys of the images to load (the first one is what the recipes train on).
+        dim: spatial dimensions of the images, 2 or 3.
+        size: resample every image to ``size`` voxels per side (``None``: keep the files' size, which must then
+            agree between items).
+        section: the datalist section.
+        batch_size, shuffle, seed, num_workers: of the ``DataLoader`` (``seed`` drives the shuffling).
+        reader: force a MONAI reader, e.g. ``"PydicomReader"`` (default: MONAI's choice for each file).
+        extra_keys: other item keys kept when present (``"healthy"``: a class label for conditional training).
+        progress: a progress bar while caching.
+
+    Raises:
+        FileNotFoundError: no such datalist.
+        ValueError: a bad ``dim``/``size``, an empty section, items without ``keys``, or a first item that cannot be
+            loaded (the message names it and the reason).
+    """
+    from monai.data import CacheDataset, DataLoader
+    from monai.transforms import EnsureTyped, Resized, ScaleIntensityd, SelectItemsd
+
+    from monai_diffusion.data import load_datalist, load_transforms
+
+    if dim not in (2, 3):
+        raise ValueError(f"dim must be 2 or 3, got {dim!r}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    keys = list(keys)
+    try:
+        items = load_datalist(datalist, section)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"datalist {str(datalist)!r} has no usable section {section!r}: {err}") from None
+    if not items:
+        raise ValueError(f"datalist {str(datalist)!r}: section {section!r} holds no items")
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping) or any(k not in item for k in keys):
+            have = sorted(item) if isinstance(item, Mapping) else type(item).__name__
+            raise ValueError(
+                f"datalist {str(datalist)!r}: item {index} of {section!r} needs the key(s) {keys} (image paths); "
+                f"it has {have}"
+            )
+    extra: list = [SpatialDimsd(keys, dim)]
+    if size is not None:
+        extra.append(Resized(keys=keys, spatial_size=[size] * dim))
+    extra += [
+        ScaleIntensityd(keys=keys, minv=-1.0, maxv=1.0),
+        # plain tensors: headers of users' files differ (2D and 3D NIfTI, DICOM) and their metadata would not collate
+        EnsureTyped(keys=keys, data_type="tensor", track_meta=False),
+        SelectItemsd(keys=[*keys, *extra_keys], allow_missing_keys=True),
+    ]
+    transform = load_transforms(keys=keys, extra=extra, reader=reader)
+    try:
+        transform(dict(items[0]))
+    except Exception as err:
+        cause = _first_cause(err)
+        raise ValueError(
+            f"datalist {str(datalist)!r}: cannot load item 0 ({ {k: items[0][k] for k in keys} }): "
+            f"{type(cause).__name__}: {cause}"
+        ) from err
+    ds = CacheDataset(items, transform=transform, num_workers=1, progress=progress)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 def _unwrap(network: nn.Module) -> nn.Module:
     """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or the network itself)."""
     return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
 
 
-def _iteration_of(path: Path) -> int:
-    m = re.search(r"iteration=(\d+)", path.name)
-    return int(m.group(1)) if m else -1
-
-
-def readable_checkpoint(path: str | Path) -> bool:
-    """Whether ``torch.load(path, weights_only=True)`` succeeds (a run killed while saving leaves a truncated file)."""
+def _check_loader(train_loader, epoch_length: int | None) -> None:
+    """Refuse a loader that yields no batch, before ignite fails on it with a message about ``epoch_length``."""
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # truncated zip, bad pickle, empty file: every kind of unreadable
-        return False
-    return True
-
-
-def latest_checkpoint(checkpoint_dir: str | Path | None, verify: bool = True) -> Path | None:
-    """The readable checkpoint with the largest ``iteration=N`` in its name (MONAI ``CheckpointSaver`` naming).
-
-    With ``verify``, a newer file that cannot be loaded is skipped with a warning naming it, and the newest good one
-    is returned (``None`` when there is none).
-    """
-    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
-        return None
-    for path in sorted(Path(checkpoint_dir).glob("*.pt"), key=_iteration_of, reverse=True):
-        if not verify or readable_checkpoint(path):
-            return path
-        warnings.warn(
-            f"checkpoint {path} cannot be read (truncated or corrupt); falling back to an older one", stacklevel=2
+        batches = len(train_loader)
+    except TypeError:  # an iterable without a length: checked batch by batch by the prepare_batch
+        return
+    if batches == 0:
+        try:
+            held = f" (its data set holds {len(train_loader.dataset)} item(s))"
+        except (AttributeError, TypeError):
+            held = ""
+        raise ValueError(
+            f"the training data loader yields 0 batches{held}; give a data set with items, or a batch size no "
+            "larger than the data set when drop_last is set"
         )
-    return None
 
 
 def _checkpoint_handlers(
-    objects: Mapping[str, Any], checkpoint_dir: str | Path | None, save_interval: int, resume: bool, device
+    objects: Mapping[str, Any],
+    checkpoint_dir: str | Path | None,
+    save_interval: int,
+    resume: bool,
+    device,
+    config: Mapping[str, Any] | None = None,
+    n_saved: int | None = 1,
 ) -> list:
     if checkpoint_dir is None:
         return []
-    from monai.handlers import CheckpointLoader, CheckpointSaver
+    from monai.handlers import CheckpointLoader
 
     handlers: list = []
     last = latest_checkpoint(checkpoint_dir) if resume else None
     if last is not None:
+        if config is not None:
+            check_resume_config(last, config)
         handlers.append(CheckpointLoader(load_path=str(last), load_dict=dict(objects), map_location=device))
-    handlers.append(
-        CheckpointSaver(
-            save_dir=str(checkpoint_dir),
-            save_dict=dict(objects),
-            save_interval=save_interval,
-            epoch_level=False,
-            n_saved=1,
-            save_final=True,
-        )
-    )
+    save_dict = dict(objects)
+    if config is not None:
+        save_dict["config"] = RecordedConfig(config)
+    handlers.append(ResumableCheckpointSaver(checkpoint_dir, save_dict, save_interval=save_interval, n_saved=n_saved))
     return handlers
 
 
@@ -178,6 +306,8 @@ def diffusion_trainer(
     checkpoint_dir: str | Path | None = None,
     save_interval: int = 100,
     resume: bool = True,
+    n_saved: int | None = 1,
+    config: Mapping[str, Any] | None = None,
     seed: int = 0,
     train_handlers: Sequence | None = None,
     amp_dtype: str | torch.dtype | None = None,
@@ -197,6 +327,11 @@ def diffusion_trainer(
             embedding is optimised with the network.
         ema_decay: decay of the weight EMA (``None``: no EMA).
         checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        n_saved: checkpoints kept in ``checkpoint_dir``, counting those of earlier runs (``None``: all).
+        config: a JSON-like dict recorded in every checkpoint as ``config`` (see
+            :mod:`~monai_diffusion.engines.checkpoints`), e.g. the ``network`` and ``scheduler`` arguments that
+            ``monai-diffusion sample`` rebuilds; resuming from a checkpoint that records another ``kind``,
+            ``network`` or ``scheduler`` is refused.
         seed: seeds the noise/timestep generator.
         train_handlers: extra handlers.
         amp_dtype: run the network's forward under ``torch.autocast`` with this dtype (``"bfloat16"`` on CPU or
@@ -209,6 +344,7 @@ def diffusion_trainer(
     Returns:
         ``(trainer, ema)``; sample with ``ema.averaged`` (or the network when ``ema_decay`` is None).
     """
+    _check_loader(train_loader, epoch_length)
     device = torch.device(device)
     network = network.to(device)
     base = _unwrap(network)  # EMA and checkpoints hold the plain module under DistributedDataParallel
@@ -252,7 +388,7 @@ def diffusion_trainer(
         attach_grad_clipping(trainer, params, grad_clip_norm)
     if ema is not None:  # before the checkpoint saver, so a checkpoint holds the EMA of the same iteration
         ema.attach(trainer, base)
-    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device, config, n_saved):
         handler.attach(trainer)
     return trainer, ema
 
@@ -270,6 +406,8 @@ def regression_trainer(
     checkpoint_dir: str | Path | None = None,
     save_interval: int = 100,
     resume: bool = True,
+    n_saved: int | None = 1,
+    config: Mapping[str, Any] | None = None,
     train_handlers: Sequence | None = None,
     amp_dtype: str | torch.dtype | None = None,
     grad_clip_norm: float | None = None,
@@ -284,6 +422,11 @@ def regression_trainer(
         loss: ``"mse"`` or ``"l1"``.
         device, lr: device and AdamW learning rate.
         checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        n_saved: checkpoints kept in ``checkpoint_dir``, counting those of earlier runs (``None``: all).
+        config: a JSON-like dict recorded in every checkpoint as ``config`` (see
+            :mod:`~monai_diffusion.engines.checkpoints`), e.g. the ``network`` and ``scheduler`` arguments that
+            ``monai-diffusion sample`` rebuilds; resuming from a checkpoint that records another ``kind``,
+            ``network`` or ``scheduler`` is refused.
         train_handlers: extra handlers.
         amp_dtype, grad_clip_norm: as for :func:`diffusion_trainer`.
 
@@ -295,6 +438,7 @@ def regression_trainer(
         raise ValueError(f"loss must be one of {sorted(losses)}, got {loss!r}")
     from monai.inferers import SimpleInferer
 
+    _check_loader(train_loader, epoch_length)
     device = torch.device(device)
     network = network.to(device)
     base = _unwrap(network)
@@ -318,7 +462,7 @@ def regression_trainer(
     if grad_clip_norm is not None:
         attach_grad_clipping(trainer, list(base.parameters()), grad_clip_norm)
     objects: dict[str, Any] = {"network": base, "optimizer": optimizer, "trainer": trainer}
-    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device, config, n_saved):
         handler.attach(trainer)
     return trainer
 
@@ -429,6 +573,11 @@ class AutoencoderStep:
         if self.image_key not in batchdata:
             raise ValueError(f"batch has no key {self.image_key!r}; keys are {sorted(batchdata)}")
         x = torch.as_tensor(batchdata[self.image_key]).to(engine.state.device).float()
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(
+                f"empty batch: {self.image_key!r} has shape {tuple(x.shape)}; expected (B, C, *spatial) with B >= 1 "
+                "(the data loader yielded a batch without items)"
+            )
         ae = engine.network
         ae.train()
         engine.optimizer.zero_grad(set_to_none=True)
@@ -484,6 +633,8 @@ def autoencoder_trainer(
     checkpoint_dir: str | Path | None = None,
     save_interval: int = 100,
     resume: bool = True,
+    n_saved: int | None = 1,
+    config: Mapping[str, Any] | None = None,
     train_handlers: Sequence | None = None,
     **step_kwargs: Any,
 ) -> SupervisedTrainer:
@@ -498,9 +649,15 @@ def autoencoder_trainer(
         device: ``"cpu"`` or ``"cuda"``.
         lr, d_lr: Adam learning rates of the autoencoder and the discriminator.
         checkpoint_dir, save_interval, resume: checkpointing (see module docs).
+        n_saved: checkpoints kept in ``checkpoint_dir``, counting those of earlier runs (``None``: all).
+        config: a JSON-like dict recorded in every checkpoint as ``config`` (see
+            :mod:`~monai_diffusion.engines.checkpoints`), e.g. the ``network`` and ``scheduler`` arguments that
+            ``monai-diffusion sample`` rebuilds; resuming from a checkpoint that records another ``kind``,
+            ``network`` or ``scheduler`` is refused.
         train_handlers: extra handlers.
         **step_kwargs: loss weights and options of :class:`AutoencoderStep`.
     """
+    _check_loader(train_loader, epoch_length)
     device = torch.device(device)
     autoencoder = autoencoder.to(device)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=lr)
@@ -525,6 +682,6 @@ def autoencoder_trainer(
     if discriminator is not None:
         objects["discriminator"] = _unwrap(discriminator)
         objects["d_optimizer"] = d_optimizer
-    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device):
+    for handler in _checkpoint_handlers(objects, checkpoint_dir, save_interval, resume, device, config, n_saved):
         handler.attach(trainer)
     return trainer

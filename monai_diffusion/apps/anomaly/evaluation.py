@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from monai_diffusion.utils.image_io import save_nifti_images, write_montage_png
 
 __all__ = [
     "anomaly_items",
@@ -167,27 +168,15 @@ def score_maps(
 
 def _montage(data: Mapping[str, Any], results: Mapping[str, Mapping[str, torch.Tensor]], path: Path, n: int = 6):
     """Rows: input, lesion mask, then each detector's map (each map scaled to its own 99.9th percentile)."""
-    from PIL import Image
-
     lesion_area = data["lesion"].flatten(1).sum(1)
     order = torch.argsort(lesion_area, descending=True)[: max(1, n * 3)]
     picks = order[torch.linspace(0, len(order) - 1, min(n, len(order))).round().long()]
-
-    def tile(img: torch.Tensor) -> np.ndarray:
-        a = img[0].numpy()
-        if a.ndim == 3:
-            a = a[:, :, a.shape[2] // 2]
-        return np.rot90(a)
-
-    rows = [np.concatenate([tile((data["image"][i] + 1) / 2) for i in picks], 1)]
-    rows.append(np.concatenate([tile(data["lesion"][i]) for i in picks], 1))
+    rows = [[(data["image"][i] + 1) / 2 for i in picks], [data["lesion"][i] for i in picks]]
     for res in results.values():
         m = res["map"]
         scale = float(torch.quantile(m[data["brain"] > 0].float(), 0.999)) or 1.0
-        rows.append(np.concatenate([tile((m[i] / scale).clamp(0, 1)) for i in picks], 1))
-    grid = np.concatenate(rows, 0)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(str(path))
-    return path
+        rows.append([(m[i] / scale).clamp(0, 1) for i in picks])
+    return write_montage_png(rows, path)
 
 
 def anomaly_report(
@@ -286,10 +275,4 @@ def _r(value: Any, digits: int = 3) -> Any:
 
 
 def _save_maps(maps: torch.Tensor, folder: Path, contrast: str) -> None:
-    import nibabel as nib
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, m in enumerate(maps):
-        nib.save(
-            nib.Nifti1Image(m[0].numpy().astype(np.float32), np.eye(4)), str(folder / f"{contrast}_{i:04d}.nii.gz")
-        )
+    save_nifti_images(maps, folder, [f"{contrast}_{i:04d}.nii.gz" for i in range(len(maps))])

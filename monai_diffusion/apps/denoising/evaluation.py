@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from monai_diffusion.utils.image_io import save_nifti_images, write_montage_png
 
 __all__ = ["denoising_items", "load_denoising_data", "denoising_report"]
 
@@ -168,25 +169,8 @@ def denoising_report(
 
 
 def _save(images: torch.Tensor, folder: Path, sigma: float) -> None:
-    import nibabel as nib
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(images):
-        nib.save(
-            nib.Nifti1Image(img[0].numpy().astype(np.float32), np.eye(4)), str(folder / f"sigma{sigma}_{i:04d}.nii.gz")
-        )
+    save_nifti_images(images, folder, [f"sigma{sigma}_{i:04d}.nii.gz" for i in range(len(images))])
 
 
 def _figure(examples: Mapping[str, torch.Tensor], path: Path) -> Path:
-    from PIL import Image
-
-    def tile(img: torch.Tensor) -> np.ndarray:
-        a = img[0].float().numpy()
-        if a.ndim == 3:
-            a = a[:, :, a.shape[2] // 2]
-        return np.rot90(a)
-
-    rows = [np.concatenate([tile(x) for x in imgs], 1) for imgs in examples.values()]
-    grid = np.concatenate(rows, 0)
-    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(str(path))
-    return path
+    return write_montage_png(list(examples.values()), path)

@@ -28,6 +28,7 @@ from monai_diffusion.apps.generation.latent import GaussianLatentPrior
 from monai_diffusion.inferers.conditioning import NullCondition
 from monai_diffusion.inferers.guidance import ClassifierFreeGuidance
 from monai_diffusion.inferers.latent import LatentDiffusionInferer, decode_latent, frozen
+from monai_diffusion.utils.image_io import save_nifti_images, write_montage_png
 
 __all__ = [
     "LatentGenerator",
@@ -214,20 +215,16 @@ def save_samples(
     Returns:
         ``{"nifti": [paths], "montage": path}``.
     """
-    import nibabel as nib
-
     out = Path(output_dir)
-    (out / "samples").mkdir(parents=True, exist_ok=True)
     arr = ((images.float().clamp(-1, 1) + 1) / 2).numpy()
     labels = torch.as_tensor(labels).reshape(-1)
-    paths = []
+    names = []
     counts: dict[int, int] = {}
-    for img, lab in zip(arr, labels.tolist()):
+    for lab in labels.tolist():
         i = counts.get(lab, 0)
         counts[lab] = i + 1
-        path = out / "samples" / f"{prefix}_{contrasts[lab]}_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(img[0].astype(np.float32), np.eye(4)), str(path))
-        paths.append(str(path))
+        names.append(f"{prefix}_{contrasts[lab]}_{i:03d}.nii.gz")
+    paths = [str(path) for path in save_nifti_images(arr, out / "samples", names)]
     montage = out / f"{prefix}_montage.png"
     write_montage(arr, labels, montage, contrasts, montage_columns)
     return {"nifti": paths, "montage": str(montage)}
@@ -242,26 +239,14 @@ def write_montage(
 ) -> Path:
     """A grey-scale PNG grid: one row per contrast present, ``columns`` images of each spread evenly over the set
     (3D: middle axial slice)."""
-    from PIL import Image
-
     labels = torch.as_tensor(labels).reshape(-1)
     rows = []
     for c in sorted(set(labels.tolist())):
         members = (labels == c).nonzero().reshape(-1)
         picks = np.unique(np.linspace(0, len(members) - 1, num=min(columns, len(members))).round().astype(int))
-        idx = members[picks].tolist()  # spread over the set (consecutive items are often neighbouring slices)
-        tiles = []
-        for i in idx:
-            img = images01[i, 0]
-            if img.ndim == 3:
-                img = img[:, :, img.shape[2] // 2]
-            tiles.append(np.rot90(img))
-        while len(tiles) < columns:
-            tiles.append(np.zeros_like(tiles[0]))
-        rows.append(np.concatenate(tiles, axis=1))
-    grid = np.concatenate(rows, axis=0) if rows else np.zeros((8, 8))
-    Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8)).save(str(path))
-    return Path(path)
+        # spread over the set (consecutive items are often neighbouring slices)
+        rows.append([images01[i] for i in members[picks].tolist()])
+    return write_montage_png(rows, path, columns)
 
 
 def load_reference(items: Sequence[dict], limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
