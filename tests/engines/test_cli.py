@@ -76,6 +76,10 @@ class TestTrainCLI(unittest.TestCase):
         if not torch.cuda.is_available():
             with self.assertRaisesRegex(ValueError, "CUDA is not available"):
                 cli.run(parse([*base, "--device", "cuda"]))
+        with self.assertRaisesRegex(ValueError, "float32"):
+            cli.run(
+                parse(["autoencoder", "--data", f"{self.root}/never_built", "--out", self.root, "--precision", "bf16"])
+            )
         self.assertFalse(os.path.exists(f"{self.root}/never_built"), "arguments are checked before building data")
 
 
