@@ -29,20 +29,10 @@ from monai_diffusion.inferers import (
     control_downsampling,
 )
 from monai_diffusion.networks.schedulers import DPMSolverMultistepScheduler
-from tests.test_utils import assert_allclose, dims_cases, make_input
+from tests.test_utils import assert_allclose, dims_cases, make_input, randomise_zeros
 
 SIZE = {2: (8, 8), 3: (4, 4, 4)}
 CONTEXT_DIM = 4
-
-
-def randomise_zeros(*nets: torch.nn.Module, seed: int = 0) -> None:
-    """Give every all-zero parameter random values (MONAI zero-initialises ControlNet outputs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for net in nets:
-            for p in net.parameters():
-                if not p.any():
-                    p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
 def networks(dims: int, in_channels: int = 1, crossattn: bool = False, embedding=(8,), cond_channels: int = 1):

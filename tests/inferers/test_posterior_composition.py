@@ -30,7 +30,7 @@ from monai_diffusion.inferers.posterior import (
 )
 from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from monai_diffusion.operators import InpaintingOperator, MRIOperator
-from tests.test_utils import assert_allclose
+from tests.test_utils import assert_allclose, randomise_zeros
 
 N = 8
 
@@ -47,14 +47,6 @@ def _mri() -> MRIOperator:
     mask = torch.zeros(N, N)
     mask[:, [0, 2, 3, 4, 6]] = 1
     return MRIOperator(mask, real_image=True)
-
-
-def _unzero(net: nn.Module) -> None:
-    """MONAI zero-initialises output convolutions (so a fresh UNet ignores time and labels): give them weights."""
-    torch.manual_seed(5)
-    for p in net.parameters():
-        if not bool(p.detach().abs().sum()):
-            nn.init.normal_(p, std=0.05)
 
 
 METHODS = [
@@ -151,7 +143,7 @@ class TestThroughTheInferer(unittest.TestCase):
             norm_num_groups=4,
             num_class_embeds=3,  # groups of 4 channels: the embedding matters
         ).double()
-        _unzero(unet)
+        randomise_zeros(unet, scale=0.05)
         op = InpaintingOperator((torch.rand(N, N, generator=torch.Generator().manual_seed(1)) > 0.5).double())
         y = op.A(torch.rand(2, 1, N, N, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))
         sched = DDIMScheduler()
@@ -261,7 +253,7 @@ class TestLatentPrior(unittest.TestCase):
             num_res_blocks=1,
             norm_num_groups=8,
         )
-        _unzero(unet)
+        randomise_zeros(unet, scale=0.05)
         mask = torch.zeros(16, 16)
         mask[::2] = 1
         op = InpaintingOperator(mask)
