@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="validation images per contrast")
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="48 images, FLAIR, two start times")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
     args = parser.parse_args()
 
     import torch
@@ -48,6 +49,7 @@ def main() -> None:
     from monai_diffusion.apps.prior import load_prior
     from monai_diffusion.bundle import find_root
 
+    torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     contrasts = ["flair"] if args.quick else args.contrasts
     limit = 48 if args.quick else args.limit

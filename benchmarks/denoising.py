@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=12, help="validation source items (x4 contrasts)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="6 source items, fewer settings")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
     args = parser.parse_args()
 
     import torch
@@ -46,6 +47,7 @@ def main() -> None:
     from monai_diffusion.apps.prior import load_prior
     from monai_diffusion.metrics import masked_psnr
 
+    torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     prior = load_prior("brain_prior")
     items = denoising_items(

@@ -16,12 +16,31 @@ Usage::
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the heavy imports follow the argument parsing)
 import argparse
 import hashlib
 import json
 import os
 import platform
 from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="data/brainsim2d", help="folder with datalist.json of the 2D 64 px set")
+    parser.add_argument("--out", default="feature_network.pt", help="where to save the trained weights")
+    parser.add_argument("--iterations", type=int, default=4000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the shipped weights, do not train")
+    parser.add_argument("--reference", action="store_true", help="also print FID/KID of real and corrupted sets")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the shipped weights: 1)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()  # --help and usage errors answer here, before torch and MONAI are imported (seconds)
 
 import monai
 import torch
@@ -80,18 +99,10 @@ def reference_distances(data_dir: str, seed: int = 0) -> list[dict]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="data/brainsim2d", help="folder with datalist.json of the 2D 64 px set")
-    parser.add_argument("--out", default="feature_network.pt", help="where to save the trained weights")
-    parser.add_argument("--iterations", type=int, default=4000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--evaluate-only", action="store_true", help="evaluate the shipped weights, do not train")
-    parser.add_argument("--reference", action="store_true", help="also print FID/KID of real and corrupted sets")
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    args = parser.parse_args()
-
+def main(args: argparse.Namespace | None = None) -> None:
+    args = parse_args() if args is None else args
+    torch.set_num_threads(args.threads)
+    print(f"threads: torch {torch.get_num_threads()}", flush=True)
     if args.evaluate_only:
         weights = DEFAULT_WEIGHTS
         result: dict = {
@@ -140,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--per-contrast", type=int, default=64)
     parser.add_argument("--json", default=None)
     parser.add_argument("--quick", action="store_true", help="8 samples per contrast, two scales, one sampler")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
     args = parser.parse_args()
 
     import torch
@@ -45,6 +46,7 @@ def main() -> None:
     from monai_diffusion.bundle import find_root
     from monai_diffusion.networks import schedulers
 
+    torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     per = 8 if args.quick else args.per_contrast
     scales = (1.0, 3.0) if args.quick else SCALES

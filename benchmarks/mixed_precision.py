@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--autoencoder", default=None, help="first-stage weights (default: the bundle's models/)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="40 iterations, for checking the script")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
     args = parser.parse_args()
     if args.quick:
         args.iterations, args.eval_every = 40, 20
@@ -55,6 +56,7 @@ def main() -> None:
     from monai_diffusion.bundle import find_root, load_weights
     from monai_diffusion.engines import diffusion_trainer
 
+    torch.set_num_threads(args.threads)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     root = find_root(args.bundle)
     cfg = ConfigParser()

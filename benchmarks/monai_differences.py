@@ -17,6 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1024 samples per case instead of 4096")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
     args = parser.parse_args()
 
     import torch
@@ -30,6 +31,7 @@ def main() -> None:
     from monai_diffusion.inferers.latent import _fit
     from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, EulerMaruyamaScheduler
 
+    torch.set_num_threads(args.threads)
     n = 1024 if args.quick else 4096
     shape = (n // 64, 1, 8, 8)
     print(f"torch threads: {torch.get_num_threads()}, samples per case: {n}")

@@ -19,10 +19,12 @@ Usage::
     python benchmarks/samplers.py --quick    # NFE 10 and 20, smaller sample, fewer timing repeats
     python benchmarks/samplers.py --json results.json --plot w1.png
     python benchmarks/samplers.py --replot results.json --plot w1.png   # redraw the figure only
+    python benchmarks/samplers.py --heun     # Heun on each grid against diffusers' Heun at equal NFE, and why
 """
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the heavy imports follow the argument parsing)
 import argparse
 import inspect
 import json
@@ -31,6 +33,28 @@ import time
 import warnings
 from collections.abc import Callable
 from typing import Any
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="NFE 10 and 20 only, smaller sample, fewer repeats")
+    parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
+    parser.add_argument("--size", type=int, default=None, help="image side of the (8, 1, size, size) sample batch")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as markdown (for the docs)")
+    parser.add_argument("--plot", type=str, default=None, help="also write a W1-versus-NFE figure (PNG) to this path")
+    parser.add_argument(
+        "--replot", type=str, default=None, metavar="JSON", help="only draw --plot from the rows of a --json file"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
+    parser.add_argument("--heun", action="store_true", help="only the Heun comparison at equal NFE (and its cause)")
+    args = parser.parse_args(argv)
+    if args.replot and not args.plot:
+        parser.error("--replot needs --plot PATH")
+    return args
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()  # --help and usage errors answer here, before torch and MONAI are imported (seconds)
 
 import torch
 
@@ -254,6 +278,84 @@ def step_seconds(make: Callable[[], Any], kind: str, repeats: int, steps: int = 
     return best
 
 
+def heun_rows(noise: torch.Tensor, steps: tuple[int, ...] = (5, 10, 20)) -> list[dict[str, Any]]:
+    """Heun at equal NFE (``2 n - 1`` for ``n`` steps): ours on each grid against diffusers' ``HeunDiscreteScheduler``
+    (its default linspace grid and its Karras sigmas)."""
+    configs: list[tuple[str, str, Callable[[], Any]]] = [
+        (f"ours, timestep_spacing={sp!r}", "ours", lambda sp=sp: ours.HeunKarrasScheduler(timestep_spacing=sp))
+        for sp in ("linspace", "karras", "log_snr")
+    ]
+    for label, make in diffusers_families().get("diffusers Heun", []):
+        configs.append((f"diffusers, {label}", "diffusers", make))
+    rows = []
+    for n in steps:
+        for label, kind, make in configs:
+            res = evaluate(make, kind, 2 * n - 1, noise)
+            if res is not None:
+                rows.append({"config": label, "steps": n, **res})
+    return rows
+
+
+def heun_step_errors(levels: list[float], noise: torch.Tensor, fine: int = 200) -> list[float]:
+    """Each Heun step's share of the final error on the grid ``levels`` (VE noise levels ``s``, decreasing,
+    ending at the schedule's smallest, then an Euler step to 0 as in ``HeunKarrasScheduler``).
+
+    In VE coordinates ``y = x / alpha`` the ODE is ``dy/ds = (y - D(y, s)) / s`` with the exact denoiser ``D`` of the
+    mixture (Karras et al. 2022, Eq. 3; the scheduler integrates the same equation). Step ``i`` is started from the
+    exact state at ``s_i`` (a fine solve: ``fine`` Heun steps, geometric in ``s``), taken once, and the rest of the
+    way is solved finely again; the mean absolute difference of the end points to the exact end points is that
+    step's contribution.
+    """
+
+    def heun(y: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        d = (y - MIXTURE.posterior_mean(y, 1.0, a)) / a
+        y_euler = y + (b - a) * d
+        return y + (b - a) * 0.5 * (d + (y_euler - MIXTURE.posterior_mean(y_euler, 1.0, b)) / b)
+
+    def solve(y: torch.Tensor, a: float, b: float) -> torch.Tensor:
+        grid = torch.logspace(torch.log10(torch.tensor(a)), torch.log10(torch.tensor(b)), fine + 1, dtype=torch.float64)
+        for u, v in zip(grid[:-1].tolist(), grid[1:].tolist()):
+            y = heun(y, u, v)
+        return y
+
+    def finish(y: torch.Tensor, s: float) -> torch.Tensor:  # fine solve to the last level, then Euler to 0
+        return MIXTURE.posterior_mean(solve(y, s, levels[-1]) if s > levels[-1] else y, 1.0, levels[-1])
+
+    states = [noise.flatten().double() * (1.0 + levels[0] ** 2) ** 0.5]
+    for a, b in zip(levels[:-1], levels[1:]):
+        states.append(solve(states[-1], a, b))
+    exact_end = MIXTURE.posterior_mean(states[-1], 1.0, levels[-1])
+    return [
+        float((finish(heun(y, a, b), b) - exact_end).abs().mean())
+        for y, a, b in zip(states[:-1], levels[:-1], levels[1:])
+    ]
+
+
+def heun_report(noise: torch.Tensor) -> None:
+    """Print the Heun comparison at equal NFE and, for 10 steps, each step's share of the error per grid."""
+    rows = heun_rows(noise)
+    steps = sorted({r["steps"] for r in rows})
+    print(f"\n# Heun at equal NFE: W1 / largest weight error ({noise.numel()} stratified samples)")
+    print("| Heun grid | " + " | ".join(f"{n} steps (NFE {2 * n - 1})" for n in steps) + " |")
+    print("|---" * (len(steps) + 1) + "|")
+    for config in dict.fromkeys(r["config"] for r in rows):
+        cells = []
+        for n in steps:
+            r = [r for r in rows if r["config"] == config and r["steps"] == n][0]
+            cells.append(f"{r['w1']:.4f} / {r['weight_error']:.4f}")
+        print(f"| {config} | " + " | ".join(cells) + " |")
+    print("\n# each step's share of the error at 10 steps: mean |end point - exact end point| from that step alone")
+    for sp in ("linspace", "karras"):
+        sched = ours.HeunKarrasScheduler(timestep_spacing=sp)
+        sched.set_timesteps(10)
+        t = torch.unique_consecutive(sched.timesteps.double())
+        alpha, sigma = sched.marginal_coefficients(t)
+        levels = (sigma / alpha).tolist()
+        errors = heun_step_errors(levels, noise)
+        cells = ", ".join(f"{a:.3g}->{b:.3g}: {e:.4f}" for a, b, e in zip(levels[:-1], levels[1:], errors))
+        print(f"{sp}: {cells}")
+
+
 def markdown_tables(rows: list[dict[str, Any]], costs: list[dict[str, Any]], families: list[str]) -> str:
     """Accuracy pivot (best configuration per family and budget: ``W1 / weight error (NFE)``) and cost table."""
     budgets = sorted({r["budget"] for r in rows})
@@ -320,29 +422,22 @@ def plot_results(rows: list[dict[str, Any]], path: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="NFE 10 and 20 only, smaller sample, fewer repeats")
-    parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
-    parser.add_argument("--size", type=int, default=None, help="image side of the (8, 1, size, size) sample batch")
-    parser.add_argument("--markdown", action="store_true", help="also print the tables as markdown (for the docs)")
-    parser.add_argument("--plot", type=str, default=None, help="also write a W1-versus-NFE figure (PNG) to this path")
-    parser.add_argument(
-        "--replot", type=str, default=None, metavar="JSON", help="only draw --plot from the rows of a --json file"
-    )
-    args = parser.parse_args()
+def main(args: argparse.Namespace | None = None) -> None:
+    args = parse_args() if args is None else args
     if args.replot:
-        if not args.plot:
-            parser.error("--replot needs --plot PATH")
         with open(args.replot) as f:
             plot_results(json.load(f)["rows"], args.plot)
         return
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    torch.set_num_threads(args.threads)
 
     nfes = [10, 20] if args.quick else [5, 10, 20, 50, 100]
     size = args.size or (32 if args.quick else 64)
     repeats = 3 if args.quick else 7
     noise = stratified_normal((8, 1, size, size))
+    if args.heun:
+        print(f"# {platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        heun_report(noise)
+        return
     groups = [("ours", our_families()), ("monai", monai_families()), ("diffusers", diffusers_families())]
 
     rows: list[dict[str, Any]] = []
@@ -412,6 +507,7 @@ def main() -> None:
                 {
                     "platform": platform.platform(),
                     "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
                     "samples": noise.numel(),
                     "unet_forward_seconds": unet,
                     "rows": rows,
@@ -424,4 +520,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

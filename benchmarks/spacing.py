@@ -16,20 +16,40 @@ Usage::
 
     python benchmarks/spacing.py                 # three data sets, cosine and linear schedules, NFE 10 and 20
     python benchmarks/spacing.py --json out.json
+    python benchmarks/spacing.py --heun          # HeunKarrasScheduler's grids on four schedules, NFE 9 / 19 / 39
 """
 
 from __future__ import annotations
 
+# ruff: noqa: E402 (the heavy imports follow the argument parsing)
 import argparse
 import json
 import platform
 import time
 
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
+    parser.add_argument("--samples", type=int, default=2048, help="number of scalar samples (a multiple of 64)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a loaded 2-core machine)")
+    parser.add_argument("--heun", action="store_true", help="only HeunKarrasScheduler's grids, for four schedules")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()  # --help and usage errors answer here, before torch and MONAI are imported (seconds)
+
 import torch
 
 from monai_diffusion.exact import ExactModel, GaussianMixture, stratified_normal, wasserstein1
 from monai_diffusion.inferers import DiffusionInferer
-from monai_diffusion.networks.schedulers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+from monai_diffusion.networks.schedulers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    HeunKarrasScheduler,
+    UniPCMultistepScheduler,
+)
 
 MIXTURE = GaussianMixture(torch.tensor([0.4, 0.6]), torch.tensor([-0.8, 0.6]), torch.tensor([0.2, 0.3]))
 MIXTURES = {
@@ -49,13 +69,51 @@ def w1(scheduler, nfe: int, noise: torch.Tensor, mixture: GaussianMixture = MIXT
     return wasserstein1(x, mixture)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
-    parser.add_argument("--samples", type=int, default=2048, help="number of scalar samples (a multiple of 64)")
-    args = parser.parse_args()
+def heun_grids(noise: torch.Tensor) -> list[dict]:
+    """W1 of ``HeunKarrasScheduler`` per schedule, grid (and the default), data set, at 5, 10 and 20 steps."""
+    rows = []
+    schedules = ("linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine")
+    for schedule in schedules:
+        top = float(HeunKarrasScheduler(schedule=schedule).log_sigmas()[-1].exp())
+        for spacing in (None, "linspace", "karras", "log_snr"):
+            sched = HeunKarrasScheduler(schedule=schedule, timestep_spacing=spacing)
+            label = f"default ({sched.timestep_spacing})" if spacing is None else spacing
+            for data, mixture in MIXTURES.items():
+                for steps in (5, 10, 20):
+                    nfe = 2 * steps - 1
+                    rows.append(
+                        {
+                            "schedule": schedule,
+                            "top_level": top,
+                            "grid": label,
+                            "data": data,
+                            "nfe": nfe,
+                            "w1": w1(sched, steps, noise, mixture),
+                        }
+                    )
+    print(f"Heun: W1 to the data mixture under the exact score ({noise.numel()} stratified samples), NFE 9 / 19 / 39")
+    print("| schedule (top sigma/alpha) | grid | " + " | ".join(MIXTURES) + " |")
+    print("|---|---|" + "---|" * len(MIXTURES))
+    for schedule in schedules:
+        for grid in dict.fromkeys(r["grid"] for r in rows if r["schedule"] == schedule):
+            sel = [r for r in rows if r["schedule"] == schedule and r["grid"] == grid]
+            cells = [" / ".join(f"{r['w1']:.3g}" for r in sel if r["data"] == data) for data in MIXTURES]
+            print(f"| {schedule} ({sel[0]['top_level']:.3g}) | {grid} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def main(args: argparse.Namespace | None = None) -> None:
+    args = parse_args() if args is None else args
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     noise = stratified_normal((2, 1, args.samples // 64, 32), dtype=torch.float64)
+    if args.heun:
+        print(f"# {platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+        rows = heun_grids(noise)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"rows": rows, "threads": torch.get_num_threads(), "seconds": time.time() - t0}, f, indent=2)
+        return
     rows = []
     spacings = [("log_snr", None), ("linspace", None), ("trailing", None), ("karras", None)]
     spacings += [("log_snr", -4.0), ("log_snr", -3.0)]
@@ -87,7 +145,10 @@ def main() -> None:
                                     w1=w1(sched, nfe, noise, mixture),
                                 )
                             )
-    print(f"W1 to the data mixture under the exact score ({args.samples} stratified samples)")
+    print(
+        f"W1 to the data mixture under the exact score ({args.samples} stratified samples; "
+        f"{platform.platform()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    )
     print(
         f"{'data':<7} {'schedule':<8} {'abar(999)':>10} {'sampler':<13} {'order':>5} {'spacing':<26} "
         f"{'NFE 10':>8} {'NFE 20':>8}"
@@ -100,11 +161,17 @@ def main() -> None:
             f"{key[0]:<7} {key[1]:<8} {cells[10]['abar_999']:>10.2e} {key[2]:<13} {key[3]:>5d} {key[4]:<26} "
             f"{cells[10]['w1']:>8.4f} {cells[20]['w1']:>8.4f}"
         )
-    result = {"rows": rows, "platform": platform.platform(), "torch": torch.__version__, "seconds": time.time() - t0}
+    result = {
+        "rows": rows,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "seconds": time.time() - t0,
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)
