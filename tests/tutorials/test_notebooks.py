@@ -30,7 +30,11 @@ NOTEBOOKS = [
         7,
         ("exact draws from the mixture", "NCSN annealed Langevin", "iterations in", "event classifier, scale 1"),
     ),
-    ("03_reconstruction.ipynb", 7, ("adjoint test", "Gaussian MMSE (exact)", "largest pixel difference between")),
+    (
+        "03_reconstruction.ipynb",
+        7,
+        ("adjoint test", "Gaussian MMSE (exact)", "largest pixel difference between", "steps run from the zero-filled"),
+    ),
     (
         "04_latent_diffusion.ipynb",
         6,
