@@ -1,4 +1,6 @@
-"""Reconstruction baselines: zero-filled, L1-wavelet CS (FISTA), FBP.
+"""Reconstruction baselines: zero-filled, L1-wavelet CS (FISTA), FBP; accelerated MRI with a diffusion prior
+(:mod:`.mri`: ``PosteriorReconstructor``, ``simulate_kspace``) and its evaluation (:mod:`.evaluation`), loaded on
+first use.
 
 The Gaussian-prior reference (exact score and posterior) lives in :mod:`monai_diffusion.exact.gaussian_prior`;
 ``StationaryGaussianPrior``, ``GaussianPriorDenoiser`` and ``scheduler_coefficients`` are still importable from here
@@ -14,7 +16,18 @@ from .baselines import l1_wavelet_cs as l1_wavelet_cs
 from .baselines import zero_filled as zero_filled
 
 _MOVED = ("GaussianPriorDenoiser", "StationaryGaussianPrior", "scheduler_coefficients")
-__all__ = ["WaveletTransform", "filtered_back_projection", "l1_wavelet_cs", "zero_filled", *_MOVED]
+_LAZY = {
+    "CSReconstructor": "mri",
+    "PosteriorMethod": "mri",
+    "PosteriorReconstructor": "mri",
+    "ZeroFilledReconstructor": "mri",
+    "sampling_masks": "mri",
+    "simulate_kspace": "mri",
+    "load_reconstruction_data": "evaluation",
+    "reconstruction_items": "evaluation",
+    "reconstruction_report": "evaluation",
+}
+__all__ = ["WaveletTransform", "filtered_back_projection", "l1_wavelet_cs", "zero_filled", *_MOVED, *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from . import gaussian_prior
 
         return getattr(gaussian_prior, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
