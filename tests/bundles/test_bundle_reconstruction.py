@@ -62,7 +62,7 @@ def test_verify():
     info = json.loads((BUNDLE / "models" / "model_info.json").read_text())
     prior_meta = json.loads((PRIOR / "configs" / "metadata.json").read_text())
     # the prior the numbers were measured with is the one shipped
-    assert info["evaluated_with_prior"]["models/model.pt"] == prior_meta["weights"]["models/model.pt"]["sha256"]
+    assert info["prior_weights_sha256"] == prior_meta["weights"]["models/model.pt"]["sha256"]
 
 
 def test_inference_on_two_user_images_writes_nifti(tiny_datalist, tmp_path):
