@@ -15,9 +15,10 @@ runs DDIM (``eta`` 0: deterministic, 1: ancestral) on an evenly spaced grid from
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -174,6 +175,55 @@ class DiffusionPrior:
             generator=generator,
             step_kwargs={"eta": float(eta)},
         )
+
+    def posterior(
+        self,
+        bind_batch: Callable[[slice], tuple[Any, torch.Tensor]],
+        num_images: int,
+        num_samples: int,
+        num_steps: int,
+        scheduler,
+        contrast: str | int | Sequence[str | int] | torch.Tensor = 0,
+        batch_size: int = 16,
+        generator: torch.Generator | None = None,
+        step_kwargs: dict | None = None,
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``num_samples`` posterior samples per image of an inverse problem, through the one sampling loop.
+
+        Rows are sample-index major (row ``k * num_images + i`` is sample ``k`` of image ``i``) and run in batches of
+        ``batch_size`` rows; ``bind_batch(rows)`` returns the posterior method (e.g. an ``MCGSampler``) and the
+        measurement of those rows in model units. Each batch starts from fresh noise drawn from ``generator`` and runs
+        ``DiffusionInferer.sample(noise, method.bind(network, y), scheduler, ...)``.
+
+        Returns:
+            the mean and (for ``num_samples >= 2``, else ``None``) the per-pixel standard deviation of the samples,
+            on the [0, 1] scale, unclipped, on the CPU.
+        """
+        from tqdm.auto import tqdm
+
+        labels = self.class_labels(contrast, num_images)
+        labels = labels.repeat(num_samples) if labels is not None else None
+        device = next(self.network.parameters()).device
+        inferer = DiffusionInferer(scheduler, condition_mode="class_label")
+        total = num_images * num_samples
+        outs = []
+        for start in tqdm(range(0, total, batch_size), desc="posterior", disable=not progress):
+            rows = slice(start, start + batch_size)
+            method, y = bind_batch(rows)
+            noise = torch.randn((y.shape[0], 1, *self.spatial_shape), generator=generator).to(device)
+            out = inferer.sample(
+                noise,
+                method.bind(self.network, y),
+                scheduler,
+                conditioning=labels[rows] if labels is not None else None,
+                num_inference_steps=num_steps,
+                generator=generator,
+                step_kwargs=step_kwargs,
+            )
+            outs.append(out.detach().float().cpu())  # type: ignore[union-attr]
+        samples = ((torch.cat(outs) + 1.0) / 2.0).reshape(num_samples, num_images, *outs[0].shape[1:])
+        return samples.mean(0), (samples.std(0) if num_samples > 1 else None)
 
     def encode(
         self,

@@ -223,41 +223,27 @@ class PosteriorReconstructor:
             TypeError, ValueError: k-space that is not complex, masks of another shape, a size the prior was not
                 trained on, or a contrast it does not know.
         """
-        from tqdm.auto import tqdm
-
-        from monai_diffusion.inferers.diffusion import DiffusionInferer
-
         _check_kspace(kspace, masks)
         b, spatial = kspace.shape[0], tuple(kspace.shape[2:])
         if spatial != tuple(self.prior.spatial_shape):
             raise ValueError(
                 f"the prior was trained on {self.prior.spatial_shape} images; got k-space of spatial shape {spatial}"
             )
-        labels = self.prior.class_labels(contrast, b)
+        self.prior.class_labels(contrast, b)  # refuses an unknown contrast before any work
         device = next(self.prior.network.parameters()).device
         n = self.num_samples
         # sample index major: rows [k * b + i] hold sample k of image i
         y = kspace.repeat(n, *([1] * (kspace.ndim - 1)))
         m = masks.repeat(n, *([1] * (masks.ndim - 1)))
-        lab = labels.repeat(n) if labels is not None else None
-        inferer = DiffusionInferer(self.scheduler, condition_mode="class_label")
-        outs = []
-        for sl in tqdm(list(_batches(y.shape[0], self.batch_size)), desc="posterior", disable=not self.progress):
-            operator = MRIOperator(m[sl].to(device), spatial_dims=len(spatial), real_image=True)
-            ym = 2.0 * y[sl].to(device) - operator.A(torch.ones((y[sl].shape[0], 1, *spatial), device=device))
-            noise = torch.randn((ym.shape[0], 1, *spatial), generator=generator).to(device)
-            method = self.posterior_method(operator)
-            out = inferer.sample(
-                noise,
-                method.bind(self.prior.network, ym),
-                self.scheduler,
-                num_inference_steps=self.num_steps,
-                conditioning=lab[sl] if lab is not None else None,
-                generator=generator,
-            )
-            outs.append(((out.float() + 1.0) / 2.0).cpu())  # type: ignore[union-attr]
-        samples = torch.cat(outs).reshape(n, b, 1, *spatial)
-        return samples.mean(0), (samples.std(0) if n > 1 else None)
+
+        def bind_batch(rows: slice):
+            operator = MRIOperator(m[rows].to(device), spatial_dims=len(spatial), real_image=True)
+            ones = torch.ones((y[rows].shape[0], 1, *spatial), device=device)
+            return self.posterior_method(operator), 2.0 * y[rows].to(device) - operator.A(ones)
+
+        return self.prior.posterior(
+            bind_batch, b, n, self.num_steps, self.scheduler, contrast, self.batch_size, generator, None, self.progress
+        )
 
 
 class ZeroFilledReconstructor:

@@ -156,36 +156,25 @@ class DiffusionSuperResolution:
         Raises:
             ValueError: bad input, or a size the prior was not trained on.
         """
-        from monai_diffusion.inferers import DiffusionInferer
-
         low_res = check_low_res(low_res, factor, self.prior.spatial_shape)
         batch = low_res.shape[0]
         device = next(self.prior.network.parameters()).device
         operator = SuperResolutionOperator(int(factor), spatial_dims=self.prior.dim)
-        labels = self.prior.class_labels(contrast, batch)
+        self.prior.class_labels(contrast, batch)  # refuses an unknown contrast before any work
         k = self.num_samples
         y_m = (2.0 * low_res - 1.0).repeat(k, *([1] * (low_res.ndim - 1))).to(device)
-        labels_k = labels.repeat(k) if labels is not None else None
-        inferer = DiffusionInferer(self.sampler, condition_mode="class_label")
         method = self.posterior_method(operator)
-        outs = []
-        for start in range(0, y_m.shape[0], self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            y = y_m[sl]
-            noise = torch.randn((y.shape[0], 1, *self.prior.spatial_shape), generator=generator).to(device)
-            out = inferer.sample(
-                noise,
-                method.bind(self.prior.network, y),
-                self.sampler,
-                conditioning=labels_k[sl] if labels_k is not None else None,
-                num_inference_steps=self.num_steps,
-                generator=generator,
-                step_kwargs={"eta": self.eta},
-            )
-            outs.append(out.detach().float().cpu())  # type: ignore[union-attr]
-        xs = ((torch.cat(outs) + 1.0) / 2.0).reshape(k, batch, *outs[0].shape[1:])
-        std = xs.std(0) if k > 1 else None
-        return xs.mean(0), std
+        return self.prior.posterior(
+            lambda rows: (method, y_m[rows]),
+            batch,
+            k,
+            self.num_steps,
+            self.sampler,
+            contrast,
+            self.batch_size,
+            generator,
+            {"eta": self.eta},
+        )
 
 
 class InterpolationSuperResolution:
