@@ -123,6 +123,23 @@ def tiny_unet(
     )
 
 
+def tiny_autoencoder(dims: int, latent_channels: int = 2):
+    """A small MONAI ``AutoencoderKL`` (2 levels of 8 channels, halves every side) for fast tests; seeded."""
+    from monai.networks.nets import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        spatial_dims=dims,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 8),
+        latent_channels=latent_channels,
+        num_res_blocks=1,
+        norm_num_groups=8,
+        attention_levels=(False, False),
+    )
+
+
 def randomise_zeros(*nets: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
     """Give every all-zero parameter random values: MONAI zero-initialises output convolutions (UNet, ControlNet), so
     a fresh network ignores its time step, labels and control, and a test that compares conditions could not fail."""

@@ -131,11 +131,9 @@ def test_checkpoints_that_cannot_be_sampled(run2d, tmp_path, capsys):
     assert rescued["images"].shape == (1, 1, 16, 16)
 
     # autoencoder checkpoints, with and without a recorded configuration
-    from monai.networks.nets import AutoencoderKL
+    from tests.test_utils import tiny_autoencoder
 
-    ae = AutoencoderKL(
-        2, channels=(8, 8), latent_channels=2, num_res_blocks=1, norm_num_groups=8, attention_levels=(0, 0)
-    )
+    ae = tiny_autoencoder(2)
     ae_config = {"kind": "autoencoder", "network": {"_target_": "monai.networks.nets.AutoencoderKL"}}
     torch.save({"network": ae.state_dict(), "config": ae_config}, tmp_path / "ae.pt")
     torch.save({"network": ae.state_dict()}, tmp_path / "ae_old.pt")

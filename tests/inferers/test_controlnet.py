@@ -14,7 +14,7 @@ import unittest
 import torch
 from monai.inferers import ControlNetDiffusionInferer as MonaiControlNetInferer
 from monai.inferers import ControlNetLatentDiffusionInferer as MonaiControlNetLatentInferer
-from monai.networks.nets import AutoencoderKL, ControlNet, DiffusionModelUNet
+from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler as MonaiDDIM
 from monai.networks.schedulers import DDPMScheduler as MonaiDDPM
 from parameterized import parameterized
@@ -29,7 +29,7 @@ from monai_diffusion.inferers import (
     control_downsampling,
 )
 from monai_diffusion.networks.schedulers import DPMSolverMultistepScheduler
-from tests.test_utils import assert_allclose, dims_cases, make_input, randomise_zeros
+from tests.test_utils import assert_allclose, dims_cases, make_input, randomise_zeros, tiny_autoencoder
 
 SIZE = {2: (8, 8), 3: (4, 4, 4)}
 CONTEXT_DIM = 4
@@ -198,17 +198,7 @@ class TestControlNetModel(unittest.TestCase):
 class TestControlNetLatent(unittest.TestCase):
     @parameterized.expand(dims_cases())
     def test_latent_sample_equals_monai(self, _, dims):
-        torch.manual_seed(0)
-        ae = AutoencoderKL(
-            spatial_dims=dims,
-            in_channels=1,
-            out_channels=1,
-            channels=(8, 8),
-            latent_channels=1,
-            num_res_blocks=1,
-            norm_num_groups=8,
-            attention_levels=(False, False),
-        ).eval()
+        ae = tiny_autoencoder(dims, latent_channels=1).eval()
         unet, controlnet = networks(dims)
         latent = tuple(SIZE[dims])
         image = tuple(2 * n for n in latent)  # this autoencoder halves every side

@@ -30,7 +30,7 @@ from monai_diffusion.inferers.posterior import (
 )
 from monai_diffusion.networks.schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from monai_diffusion.operators import InpaintingOperator, MRIOperator
-from tests.test_utils import assert_allclose, randomise_zeros
+from tests.test_utils import assert_allclose, randomise_zeros, tiny_autoencoder
 
 N = 8
 
@@ -231,19 +231,7 @@ class TestLatentPrior(unittest.TestCase):
         self.assertTrue(0.85 < ratio < 1.15, f"variance ratio {ratio:.3f}")
 
     def test_latent_inferer_with_dps_and_ddnm(self):
-        from monai.networks.nets import AutoencoderKL
-
-        torch.manual_seed(0)
-        ae = AutoencoderKL(
-            spatial_dims=2,
-            in_channels=1,
-            out_channels=1,
-            channels=(8, 8),
-            latent_channels=2,
-            num_res_blocks=1,
-            norm_num_groups=8,
-            attention_levels=(False, False),
-        )
+        ae = tiny_autoencoder(2)
         unet = DiffusionModelUNet(
             spatial_dims=2,
             in_channels=2,
